@@ -1,0 +1,5 @@
+import sys
+
+from trackformers.cli import main
+
+sys.exit(main())
