@@ -1,0 +1,72 @@
+"""Tile configurations of the ``local`` kernels: pinned per head dim, chosen by an H100 sweep.
+
+``benchmarks/attention.py --sweep`` times every candidate of :func:`candidates` for each kernel and prints
+the winner per head dim; the winners are pinned in :data:`TUNED` (see docs/benchmarks.md for the sweep that
+chose them). Under Triton's CPU interpreter a small fixed configuration is used so that tests exercise
+several tiles, interior tiles and the φ seam on inputs of a few hundred hits.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """One launch configuration. ``block_m``: query rows per tile, ``block_n``: key rows per tile."""
+
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+
+@dataclass(frozen=True)
+class KernelConfigs:
+    """Forward, dK/dV (outer block = ``block_n`` keys, inner = ``block_m`` queries) and dQ configurations."""
+
+    fwd: TileConfig
+    dkdv: TileConfig
+    dq: TileConfig
+
+
+#: Configuration used under TRITON_INTERPRET=1 (tests on CPU): small tiles, many of them.
+INTERPRETER = KernelConfigs(fwd=TileConfig(32, 16, 4, 1), dkdv=TileConfig(16, 32, 4, 1),
+                            dq=TileConfig(32, 16, 4, 1))
+
+#: H100 winners per head dim (bf16/fp16). fp32 uses the same tiles halved (IEEE fp32 dots need registers).
+TUNED: dict[int, KernelConfigs] = {
+    16: KernelConfigs(TileConfig(128, 64, 4, 3), TileConfig(64, 128, 8, 3), TileConfig(128, 64, 8, 3)),
+    32: KernelConfigs(TileConfig(128, 64, 4, 3), TileConfig(64, 128, 8, 3), TileConfig(128, 64, 8, 3)),
+    64: KernelConfigs(TileConfig(128, 64, 4, 3), TileConfig(64, 128, 8, 3), TileConfig(128, 64, 8, 3)),
+    128: KernelConfigs(TileConfig(128, 64, 8, 3), TileConfig(64, 128, 8, 2), TileConfig(128, 64, 8, 2)),
+}
+
+
+def interpreting() -> bool:
+    """True when Triton kernels run in the CPU interpreter."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def configs_for(head_dim: int, elem_bytes: int) -> KernelConfigs:
+    """The configuration set used for a call with this head dim and element size."""
+    if interpreting():
+        return INTERPRETER
+    cfg = TUNED[head_dim]
+    if elem_bytes == 4:
+        return KernelConfigs(*(TileConfig(max(16, c.block_m // 2), max(16, c.block_n // 2), c.num_warps, 2)
+                               for c in (cfg.fwd, cfg.dkdv, cfg.dq)))
+    return cfg
+
+
+def candidates(head_dim: int) -> list[TileConfig]:
+    """The small sweep set of one kernel (bf16/fp16) for ``benchmarks/attention.py --sweep``."""
+    out = []
+    for bm, bn in ((128, 64), (128, 128), (64, 64), (64, 128)):
+        for warps in (4, 8):
+            for stages in (2, 3, 4):
+                if head_dim == 128 and bm * bn > 128 * 64 and stages > 2:
+                    continue
+                out.append(TileConfig(bm, bn, warps, stages))
+    return out

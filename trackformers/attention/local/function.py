@@ -1,0 +1,153 @@
+"""Launchers and the private autograd Function of the ``local`` backend.
+
+Tensors: q, k, v (N_total, H, D), any strides with a unit last stride (views of a fused qkv projection
+pass without copies); out (N_total, H, D) contiguous; lse2 (H, N_total) fp32 (base-2 log-sum-exp of the
+scaled scores, saved only when a gradient is needed).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+
+from trackformers.attention.local.config import KernelConfigs, configs_for
+from trackformers.attention.local.kernels_bwd import (
+    local_attn_bwd_delta,
+    local_attn_bwd_dkdv,
+    local_attn_bwd_dq,
+)
+from trackformers.attention.local.kernels_fwd import local_attn_fwd
+
+LOG2E = 1.4426950408889634
+#: Test hook: when True, output buffers are filled with NaN before each launch (so unwritten rows show).
+POISON = False
+
+
+def block_table(cu_seqlens: torch.Tensor, n_total: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Map programs to blocks: (blk_event, blk_start), each (cdiv(N_total, block) + E,) int32.
+
+    Program p handles rows [blk_start[p], blk_start[p] + block) of event blk_event[p] (-1: unused program).
+    O(N/block + E) device work and no host synchronisation: the grid size comes from shapes alone.
+    """
+    cu = cu_seqlens.to(torch.int64)
+    n_events = cu.numel() - 1
+    n_prog = triton.cdiv(n_total, block) + n_events
+    lengths = cu[1:] - cu[:-1]
+    nblk = (lengths + block - 1) // block
+    ends = torch.cumsum(nblk, 0)
+    p = torch.arange(n_prog, device=cu.device)
+    ev = torch.searchsorted(ends, p, right=True)
+    valid = ev < n_events
+    evc = ev.clamp(max=max(n_events - 1, 0))
+    first = ends[evc] - nblk[evc] if n_events else p
+    start = (p - first) * block
+    blk_event = torch.where(valid, ev, -1).to(torch.int32)
+    blk_start = torch.where(valid, start, 0).to(torch.int32)
+    return blk_event, blk_start
+
+
+class _Tables:
+    """Block tables of one call, built once per block size."""
+
+    def __init__(self, cu: torch.Tensor, n_total: int):
+        self.cu, self.n, self._t = cu, n_total, {}
+
+    def __call__(self, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if block not in self._t:
+            self._t[block] = block_table(self.cu, self.n, block)
+        return self._t[block]
+
+
+def _unit_last(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _dot_prec(dtype: torch.dtype) -> str:
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _forward(q, k, v, cu, groups, tables, w, full_w, scale, cfg: KernelConfigs, save_lse: bool):
+    n, h, d = q.shape
+    out = torch.empty((n, h, d), dtype=q.dtype, device=q.device)
+    if POISON:
+        out.fill_(float("nan"))
+    lse = torch.empty((h, n), dtype=torch.float32, device=q.device) if save_lse else out
+    blk_event, blk_start = tables(cfg.fwd.block_m)
+    g = groups if groups is not None else cu
+    grid = (blk_event.numel(), h)
+    local_attn_fwd[grid](
+        q, k, v, out, lse, g, cu, blk_event, blk_start,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0),
+        out.stride(1), n, w, scale * LOG2E,
+        HEAD_DIM=d, BLOCK_M=cfg.fwd.block_m, BLOCK_N=cfg.fwd.block_n, FULL_W=full_w,
+        HAS_GROUPS=groups is not None, SAVE_LSE=save_lse, DOT_PREC=_dot_prec(q.dtype),
+        num_warps=cfg.fwd.num_warps, num_stages=cfg.fwd.num_stages)
+    return out, (lse if save_lse else None)
+
+
+def _backward(do, q, k, v, o, lse, cu, groups, tables, w, full_w, scale, cfg: KernelConfigs):
+    n, h, d = q.shape
+    do = _unit_last(do)
+    dq, dk, dv = (torch.empty((n, h, d), dtype=t.dtype, device=t.device) for t in (q, k, v))
+    if POISON:
+        for t in (dq, dk, dv):
+            t.fill_(float("nan"))
+    delta = torch.empty((h, n), dtype=torch.float32, device=q.device)
+    local_attn_bwd_delta[(triton.cdiv(n, 64), h)](o, do, delta, n, o.stride(0), o.stride(1), do.stride(0),
+                                                   do.stride(1), n, HEAD_DIM=d, BLOCK=64)
+    g = groups if groups is not None else cu
+    common = dict(HEAD_DIM=d, FULL_W=full_w, HAS_GROUPS=groups is not None, DOT_PREC=_dot_prec(q.dtype))
+    strides = (q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), do.stride(0),
+               do.stride(1))
+    c = cfg.dkdv
+    blk_event, blk_start = tables(c.block_n)
+    local_attn_bwd_dkdv[(blk_event.numel(), h)](
+        q, k, v, do, dk, dv, lse, delta, g, cu, blk_event, blk_start, *strides,
+        dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), n, w, scale * LOG2E, scale,
+        BLOCK_M=c.block_m, BLOCK_N=c.block_n, num_warps=c.num_warps, num_stages=c.num_stages, **common)
+    c = cfg.dq
+    blk_event, blk_start = tables(c.block_m)
+    local_attn_bwd_dq[(blk_event.numel(), h)](
+        q, k, v, do, dq, lse, delta, g, cu, blk_event, blk_start, *strides,
+        dq.stride(0), dq.stride(1), n, w, scale * LOG2E, scale,
+        BLOCK_M=c.block_m, BLOCK_N=c.block_n, num_warps=c.num_warps, num_stages=c.num_stages, **common)
+    return dq, dk, dv
+
+
+class _LocalAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, cu, groups, w, full_w, scale, cfg):
+        tables = _Tables(cu, q.shape[0])
+        needs_grad = any(ctx.needs_input_grad[:3])
+        out, lse = _forward(q, k, v, cu, groups, tables, w, full_w, scale, cfg, needs_grad)
+        if needs_grad:
+            ctx.save_for_backward(q, k, v, out, lse, cu, groups)
+            ctx.tables, ctx.args = tables, (w, full_w, scale, cfg)
+        return out
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, out, lse, cu, groups = ctx.saved_tensors
+        dq, dk, dv = _backward(do, q, k, v, out, lse, cu, groups, ctx.tables, *ctx.args)
+        return dq, dk, dv, None, None, None, None, None, None
+
+
+def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
+                    max_seqlen: int, window: int | None, scale: float | None = None,
+                    groups: torch.Tensor | None = None, cfg: KernelConfigs | None = None) -> torch.Tensor:
+    """Circular-window attention over packed events; q, k, v (N_total, H, D) → (N_total, H, D).
+
+    ``window`` None means each event attends to all of itself; ``groups`` (N_total,) int restricts further.
+    """
+    d = q.shape[-1]
+    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
+    cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
+    if groups is not None:
+        groups = groups.to(q.device).contiguous()
+    full_w = window is None or 2 * window + 1 >= max_seqlen
+    w = max(0, min(window if window is not None else max_seqlen, max_seqlen))
+    cfg = cfg or configs_for(d, q.element_size())
+    return _LocalAttention.apply(q, k, v, cu, groups, w, full_w, scale, cfg)

@@ -1,0 +1,158 @@
+"""Triton forward kernel of the ``local`` backend: banded (circular-window) attention over packed events.
+
+Grid: (query blocks of all events, heads). Program p reads ``blk_event[p]`` (event index, -1 for an unused
+program) and ``blk_start[p]`` (first query row of the block, relative to the event start) from a small int32
+table built by :func:`trackformers.attention.local.function.block_table`.
+
+Key iteration (the "band walk"): a query block [m0, m0 + BM) of an event of length L needs the keys at
+unwrapped positions t in [m0 - w, m0 + BM - 1 + w]; a key's index is t mod L, computed per key *column*
+(one compare/select on a BLOCK_N vector), so a tile straddling the φ seam needs no gather. When that range
+would cover the whole ring, the block walks keys 0..L-1 once instead. Tiles whose every (row, key) pair lies
+inside the band ("interior") skip the element-wise mask; only the first and last few tiles ("edges") and
+every tile when groups are given are masked with the exact circular distance min(|i - j|, L - |i - j|) <= w.
+
+Softmax in base 2: scores are multiplied by scale·log2(e) once, so exp2 is used throughout; the saved
+log-sum-exp is in that base-2 domain (lse2 = m + log2(l)), fp32, layout (H, N_total).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def band_range(m0, L, w, BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, FULL_W: tl.constexpr):
+    """For an outer block [m0, m0+BLOCK) of an event of length L: (lo, hi, n_tiles, k_a, k_b).
+
+    Inner tiles k cover unwrapped positions lo + k*BLOCK_N + [0, BLOCK_N); tiles in [k_a, k_b) are interior
+    (need no element mask), the others are edges. The band is symmetric, so the same walk serves queries
+    over keys (forward, dq) and keys over queries (dk, dv).
+    """
+    m1 = tl.minimum(m0 + BLOCK, L)
+    span = (m1 - m0) + 2 * w
+    if FULL_W:
+        span = L
+    if span >= L:
+        lo = m0 * 0
+        hi = L - 1
+        n_tiles = tl.cdiv(L, BLOCK_N)
+        k_a = n_tiles
+        k_b = n_tiles
+    else:
+        lo = m0 - w
+        hi = m1 - 1 + w
+        n_tiles = tl.cdiv(hi - lo + 1, BLOCK_N)
+        # interior: t0 >= m0 + BLOCK - 1 - w and t0 + BLOCK_N - 1 <= m0 + w, with t0 = lo + k*BLOCK_N
+        k_a = tl.minimum(tl.cdiv(BLOCK - 1, BLOCK_N), n_tiles)
+        n_int = 2 * w + 1 - BLOCK_N  # >= 0 iff a tile fits in the band at all (avoid negative floor-div)
+        k_b = tl.where(n_int >= 0, n_int // BLOCK_N + 1, 0)
+        k_b = tl.maximum(tl.minimum(k_b, n_tiles), k_a)
+    return lo, hi, n_tiles, k_a, k_b
+
+
+@triton.jit
+def wrap(t, L):
+    """Key index of unwrapped positions t in (-L, 2L)."""
+    t = tl.where(t < 0, t + L, t)
+    return tl.where(t >= L, t - L, t)
+
+
+@triton.jit
+def band_mask(rows, cols, L, w, valid_col, FULL_W: tl.constexpr):
+    """(rows × cols) bool: circular distance <= w (rows, cols are wrapped in-event indices)."""
+    d = tl.abs(rows[:, None] - cols[None, :])
+    ok = valid_col[None, :]
+    if not FULL_W:
+        ok = ok & (tl.minimum(d, L - d) <= w)
+    return ok
+
+
+@triton.jit
+def _fwd_tiles(acc, m_i, l_i, q, rows, g_rows, k_base, v_base, g_base, stride_kn, stride_vn, offs_d,
+               L, w, lo, hi, k_lo, k_hi, qk_scale,
+               MASKED: tl.constexpr, HAS_GROUPS: tl.constexpr, FULL_W: tl.constexpr,
+               BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr):
+    offs_n = tl.arange(0, BLOCK_N)
+    for kt in range(k_lo, k_hi):
+        t = lo + kt * BLOCK_N + offs_n
+        cols = wrap(t, L)
+        if MASKED:
+            valid = t <= hi
+            k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :], mask=valid[:, None], other=0.0)
+            v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :], mask=valid[:, None], other=0.0)
+        else:
+            k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :])
+            v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :])
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
+        if MASKED:
+            ok = band_mask(rows, cols, L, w, valid, FULL_W)
+            if HAS_GROUPS:
+                g_cols = tl.load(g_base + cols, mask=valid, other=-1)
+                ok = ok & (g_rows[:, None] == g_cols[None, :])
+            s = tl.where(ok, s, float("-inf"))
+        elif HAS_GROUPS:
+            g_cols = tl.load(g_base + cols)
+            s = tl.where(g_rows[:, None] == g_cols[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        # rows that have seen no allowed key yet keep m = -inf; shift by 0 there to avoid inf - inf
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.math.exp2(s - m_safe[:, None])
+        alpha = tl.math.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+@triton.jit
+def local_attn_fwd(
+    Q, K, V, O, LSE, G, CU, BLK_EVENT, BLK_START,
+    stride_qn, stride_qh, stride_kn, stride_kh, stride_vn, stride_vh, stride_on, stride_oh,
+    stride_lh, w, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    FULL_W: tl.constexpr, HAS_GROUPS: tl.constexpr, SAVE_LSE: tl.constexpr, DOT_PREC: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    h = tl.program_id(1).to(tl.int64)
+    ev = tl.load(BLK_EVENT + pid)
+    if ev < 0:
+        return
+    m0 = tl.load(BLK_START + pid)
+    start = tl.load(CU + ev)
+    L = tl.load(CU + ev + 1) - start
+    start = start.to(tl.int64)
+
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    rows = m0 + offs_m
+    row_ok = rows < L
+    q_ptrs = Q + (start + rows)[:, None] * stride_qn + h * stride_qh + offs_d[None, :]
+    q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
+    k_base = K + start * stride_kn + h * stride_kh
+    v_base = V + start * stride_vn + h * stride_vh
+    g_base = G + start
+    g_rows = rows
+    if HAS_GROUPS:
+        g_rows = tl.load(g_base + rows, mask=row_ok, other=-2)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    lo, hi, n_tiles, k_a, k_b = band_range(m0, L, w, BLOCK_M, BLOCK_N, FULL_W)
+    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, rows, g_rows, k_base, v_base, g_base, stride_kn, stride_vn,
+                               offs_d, L, w, lo, hi, 0, k_a, qk_scale,
+                               True, HAS_GROUPS, FULL_W, BLOCK_N, DOT_PREC)
+    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, rows, g_rows, k_base, v_base, g_base, stride_kn, stride_vn,
+                               offs_d, L, w, lo, hi, k_a, k_b, qk_scale,
+                               False, HAS_GROUPS, FULL_W, BLOCK_N, DOT_PREC)
+    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, rows, g_rows, k_base, v_base, g_base, stride_kn, stride_vn,
+                               offs_d, L, w, lo, hi, k_b, n_tiles, qk_scale,
+                               True, HAS_GROUPS, FULL_W, BLOCK_N, DOT_PREC)
+    l_safe = tl.where(l_i > 0.0, l_i, 1.0)
+    out = acc / l_safe[:, None]
+    o_ptrs = O + (start + rows)[:, None] * stride_on + h * stride_oh + offs_d[None, :]
+    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None])
+    if SAVE_LSE:
+        lse = tl.where(l_i > 0.0, m_i + tl.math.log2(l_safe), float("inf"))
+        tl.store(LSE + h * stride_lh + start + rows, lse, mask=row_ok)
