@@ -1,0 +1,120 @@
+"""Read one CSV table safely: every pandas/gzip failure and every bad column becomes one InputError sentence.
+
+Shared by the TrackML event reader and the submission reader. Column specs map a column name to a dtype
+kind: ``"i"`` (integer, stored as int64) or ``"f"`` (finite number, stored as given by ``dtypes``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from trackformers.errors import InputError
+
+#: Exceptions pandas (or the gzip layer under it) raises for unreadable, truncated or garbage files.
+_PARSE_ERRORS = (pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError, gzip.BadGzipFile,
+                 EOFError, zlib.error, ValueError)
+
+
+def read_table(path: Path, columns: dict[str, str], dtypes: dict[str, str],
+               optional: dict[str, str] | None = None) -> pd.DataFrame:
+    """Read ``path`` (``.csv`` or ``.csv.gz``) and check ``columns``; cast them to ``dtypes``.
+
+    ``optional`` columns are checked and cast like ``columns`` when the file has them.
+
+    Extra columns are kept as pandas reads them. Raises :class:`InputError` naming the file, the column,
+    the line and the value for: a missing or unreadable file, an empty file, a parse error, a missing
+    column, a non-numeric value, a non-integer value in an integer column, or a NaN/inf.
+    """
+    try:
+        with warnings.catch_warnings():
+            # A row longer than the header would otherwise become an implicit index or be cut silently.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(path, compression="infer", index_col=False)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file.") from None
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: the file is empty; expected a CSV header with columns "
+                         f"{', '.join(columns)}.") from None
+    except _PARSE_ERRORS as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"{path}: cannot be read as CSV ({reason}); expected a TrackML CSV file "
+                         f"with columns {', '.join(columns)}.") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot be read ({err.strerror or err}).") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        found = ", ".join(map(str, df.columns)) or "none"
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}; found {found}.")
+    columns = columns | {c: k for c, k in (optional or {}).items() if c in df.columns}
+    casts = {}
+    for col, kind in columns.items():
+        _check_column(path, df[col], col, kind)
+        casts[col] = dtypes.get(col, "int64" if kind == "i" else "float64")
+    with np.errstate(over="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # overflow to inf is reported just below
+        df = df.astype(casts)
+    for col, kind in columns.items():
+        if kind == "f":
+            _check_finite(path, df[col], col, "after conversion to " + casts[col], "a finite number")
+    return df
+
+
+def _line(i: int) -> int:
+    """File line of data row ``i`` (the header is line 1)."""
+    return i + 2
+
+
+def _fmt(value: object) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _check_column(path: Path, series: pd.Series, col: str, kind: str) -> None:
+    values = series.to_numpy()
+    dkind = series.dtype.kind
+    want = "an integer" if kind == "i" else "a number"
+    if dkind not in "iuf":
+        # Strings (or booleans): report the first entry that is not a number.
+        numeric = pd.to_numeric(series, errors="coerce")
+        bad = numeric.isna().to_numpy() | (dkind == "b")
+        i = int(np.argmax(bad)) if bad.any() else 0
+        raise InputError(f"{path}: column '{col}' has value {_fmt(values[i])} on line {_line(i)}; "
+                         f"expected {want}.")
+    if dkind == "u" and len(values) and values.max() > np.iinfo(np.int64).max:
+        i = int(np.argmax(values > np.iinfo(np.int64).max))
+        raise InputError(f"{path}: column '{col}' has value {values[i]} on line {_line(i)}; "
+                         "expected an integer below 2**63.")
+    if dkind == "f":
+        _check_finite(path, series, col, "", "an integer" if kind == "i" else "a finite number")
+        if kind == "i":
+            frac = values != np.round(values)
+            i = int(np.argmax(frac)) if frac.any() else 0
+            raise InputError(f"{path}: column '{col}' has value {_fmt(values[i])} on line {_line(i)}; "
+                             "expected an integer (written without a decimal point).")
+
+
+def _check_finite(path: Path, series: pd.Series, col: str, note: str, want: str) -> None:
+    values = series.to_numpy()
+    if values.dtype.kind != "f" or not len(values):
+        return
+    bad = ~np.isfinite(values)
+    if bad.any():
+        i = int(np.argmax(bad))
+        what = "missing/NaN value" if np.isnan(values[i]) else f"value {values[i]}"
+        extra = f" {note}" if note else ""
+        raise InputError(f"{path}: column '{col}' has {what} on line {_line(i)}{extra}; "
+                         f"expected {want}.")
+
+
+def require_unique(path: Path, df: pd.DataFrame, col: str) -> None:
+    """InputError naming the first repeated value of ``col``."""
+    dup = df[col].duplicated().to_numpy()
+    if dup.any():
+        i = int(np.argmax(dup))
+        raise InputError(f"{path}: duplicate {col} {df[col].iloc[i]} on line {_line(i)}; "
+                         f"expected each {col} once.")
