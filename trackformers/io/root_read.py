@@ -1,0 +1,231 @@
+"""Read ACTS-style ROOT files (``hits`` + ``particles`` trees, TTree or RNTuple) into :class:`Event` s.
+
+Hits tree: one entry per hit (ACTS ``RootSimHitWriter``) or one entry per event with vector branches.
+Positions come from ``x, y, z`` when present (our files), else from the true ``tx, ty, tz`` (ACTS), smeared
+only with ``smear=True``. Detector ids come from ``volume_id, layer_id, sensitive_id`` (or ``module_id``),
+else are decoded from ``geometry_id``. ``particle_id`` comes from the ``particle_id`` branch (older files) or
+is packed from the ``barcode_*`` branches (see :mod:`trackformers.io.acts_ids`). ``hit_id`` is the ``hit_id``
+branch, else 1..n in file order within the event. ``weight`` is the ``weight`` branch, else computed with
+:func:`trackformers.metrics.hit_weights` on the whole event (before any volume selection).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from trackformers.events import Event, conform
+from trackformers.io.acts_ids import BARCODE_FIELDS, decode_geometry_id, pack_barcode
+from trackformers.io.root_table import STEP_SIZE, EventIndex, Table, open_file
+
+#: Title our writer gives its trees; only then are unknown branches read back as extra columns.
+OUR_TITLE = "trackformers"
+TRUTH_MOMENTA = ("tpx", "tpy", "tpz")
+#: Per-hit resolution (sigma_u along r*phi, sigma_v along z in barrels / r in end caps), mm, by volume id.
+RESOLUTION_MM: dict[int, tuple[float, float]] = {
+    **{v: (0.015, 0.015) for v in (7, 8, 9)},   # pixel 50x50 um pitch / sqrt(12)
+    **{v: (0.023, 0.35) for v in (12, 13, 14)},  # short strips 80 um x 1.2 mm / sqrt(12)
+    **{v: (0.035, 3.1) for v in (16, 17, 18)},  # long strips 120 um x 10.8 mm / sqrt(12)
+}
+BARREL_VOLUMES = frozenset({8, 13, 17})
+#: Branches of the ACTS schemas (and ours) that are not extra columns.
+KNOWN_HIT_BRANCHES = frozenset(
+    "event_id geometry_id particle_id tx ty tz tt tpx tpy tpz te deltapx deltapy deltapz deltae index "
+    "volume_id boundary_id layer_id approach_id sensitive_id extra_id hit_id x y z module_id weight".split()
+    + [f"barcode_{n}" for n, _, _ in BARCODE_FIELDS])
+KNOWN_PARTICLE_BRANCHES = frozenset(
+    "event_id particle_id particle_type process vx vy vz vt px py pz m q eta phi pt p e nhits "
+    "number_of_hits nparticles particle_hash".split()
+    + [n for n, _, _ in BARCODE_FIELDS] + [f"barcode_{n}" for n, _, _ in BARCODE_FIELDS])
+PARTICLE_REQUIRED = ("particle_type", "vx", "vy", "vz", "px", "py", "pz", "q")
+#: Names tried, in order, for the particles file beside a hits file.
+PARTICLE_FILES = ("particles.root", "particles_simulation.root", "particles_final.root",
+                  "particles_initial.root")
+
+
+def smear(x: np.ndarray, y: np.ndarray, z: np.ndarray, volume_id: np.ndarray,
+          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gaussian-smear true positions ``(N,)`` (mm) with :data:`RESOLUTION_MM`: along r*phi everywhere, along z
+    in barrel volumes and along r in end caps; hits of other volumes are left as they are."""
+    su = np.zeros(len(x))
+    sv = np.zeros(len(x))
+    for vol, (a, b) in RESOLUTION_MM.items():
+        m = volume_id == vol
+        su[m], sv[m] = a, b
+    barrel = np.isin(volume_id, list(BARREL_VOLUMES))
+    r = np.hypot(x, y)
+    safe = np.where(r > 0, r, 1.0)
+    cphi, sphi = np.where(r > 0, x / safe, 1.0), np.where(r > 0, y / safe, 0.0)
+    du = rng.standard_normal(len(x)) * su
+    dv = rng.standard_normal(len(x)) * sv
+    dr = np.where(barrel, 0.0, dv)
+    xs = x + cphi * dr - sphi * du
+    ys = y + sphi * dr + cphi * du
+    zs = z + np.where(barrel, dv, 0.0)
+    return xs.astype(x.dtype), ys.astype(y.dtype), zs.astype(z.dtype)
+
+
+@dataclass
+class HitPlan:
+    """Which branches of a hits table give which Event column."""
+
+    position: tuple[str, str, str]
+    ids: tuple[str, ...]  # (volume, layer, module) branch names, or ("geometry_id",)
+    particle_id: tuple[str, ...] = ()  # ("particle_id",) or the barcode branches; () if no truth
+    truth: bool = False
+    hit_id: bool = False
+    weight: bool = False
+    extras: list[str] = field(default_factory=list)
+
+    @property
+    def columns(self) -> list[str]:
+        cols = [*self.position, *self.ids, *self.particle_id]
+        if self.truth:
+            cols += [c for c in ("tx", "ty", "tz", *TRUTH_MOMENTA) if c not in cols]
+        cols += ["hit_id"] * self.hit_id + ["weight"] * self.weight + self.extras
+        return cols
+
+
+def hit_plan(table: Table) -> HitPlan:
+    keys = set(table.keys)
+    if {"x", "y", "z"} <= keys:
+        position = ("x", "y", "z")
+    else:
+        table.require(("tx", "ty", "tz"), " (hit positions: x, y, z or tx, ty, tz)")
+        position = ("tx", "ty", "tz")
+    if {"volume_id", "layer_id"} <= keys and keys & {"sensitive_id", "module_id"}:
+        ids = ("volume_id", "layer_id", "module_id" if "module_id" in keys else "sensitive_id")
+    else:
+        table.require(("geometry_id",), " (detector ids: volume_id, layer_id, sensitive_id or geometry_id)")
+        ids = ("geometry_id",)
+    barcodes = tuple(f"barcode_{n}" for n, _, _ in BARCODE_FIELDS)
+    pid = ("particle_id",) if "particle_id" in keys else barcodes if set(barcodes) <= keys else ()
+    truth = bool(pid) and {"tx", "ty", "tz", *TRUTH_MOMENTA} <= keys
+    extras = ([k for k in table.keys if k not in KNOWN_HIT_BRANCHES and not k.startswith("n")]
+              if table.title == OUR_TITLE else [])
+    return HitPlan(position, ids, pid if truth else (), truth, "hit_id" in keys, "weight" in keys, extras)
+
+
+def particle_plan(table: Table) -> tuple[list[str], tuple[str, ...]]:
+    """(columns to read, particle-id branches) of a particles table."""
+    keys = set(table.keys)
+    for prefix in ("", "barcode_"):
+        names = tuple(f"{prefix}{n}" for n, _, _ in BARCODE_FIELDS)
+        if "particle_id" not in keys and set(names) <= keys:
+            pid = names
+            break
+    else:
+        table.require(("particle_id",), " (or the barcode branches vertex_primary ... sub_particle)")
+        pid = ("particle_id",)
+    table.require(PARTICLE_REQUIRED)
+    nhits = [c for c in ("nhits", "number_of_hits") if c in keys][:1]
+    extras = ([k for k in table.keys if k not in KNOWN_PARTICLE_BRANCHES and not k.startswith("n")]
+              if table.title == OUR_TITLE else [])
+    return [*pid, *PARTICLE_REQUIRED, *nhits, *extras], pid
+
+
+def _particle_ids(data: dict[str, np.ndarray], pid: Sequence[str]) -> np.ndarray:
+    if pid == ("particle_id",):
+        v = data["particle_id"]
+        return v.view(np.int64) if v.dtype == np.uint64 else v.astype(np.int64)
+    return pack_barcode(**{n: data[c] for (n, _, _), c in zip(BARCODE_FIELDS, pid)})
+
+
+def build_event(eid: int, data: dict[str, np.ndarray], plan: HitPlan, particles: pd.DataFrame | None, *,
+                source: str, volumes: Sequence[int] | None, smear_hits: bool, seed: int) -> Event:
+    """Assemble (and validate) one event from its hit columns and particle table."""
+    n = len(data[plan.position[0]])
+    if plan.ids == ("geometry_id",):
+        dec = decode_geometry_id(data["geometry_id"])
+        vol, lay, mod = dec["volume_id"], dec["layer_id"], dec["sensitive_id"]
+    else:
+        vol, lay, mod = (data[c].astype(np.int64) for c in plan.ids)
+    x, y, z = (data[c] for c in plan.position)
+    if smear_hits:
+        x, y, z = smear(x, y, z, vol, np.random.default_rng([int(seed), int(eid)]))
+    hit_id = data["hit_id"].astype(np.int64) if plan.hit_id else np.arange(1, n + 1, dtype=np.int64)
+    hits = pd.DataFrame({"hit_id": hit_id, "x": x, "y": y, "z": z, "volume_id": vol, "layer_id": lay,
+                         "module_id": mod, **{c: data[c] for c in plan.extras}})
+    truth = None
+    if plan.truth:
+        truth = pd.DataFrame({"hit_id": hit_id, "particle_id": _particle_ids(data, plan.particle_id),
+                              **{c: data[c] for c in ("tx", "ty", "tz", *TRUTH_MOMENTA)}})
+        if particles is not None and "nhits" not in particles:
+            counts = truth["particle_id"].value_counts()
+            particles["nhits"] = particles["particle_id"].map(counts).fillna(0).astype(np.int64)
+        truth["weight"] = data["weight"] if plan.weight else _weights(truth, particles)
+    if volumes is not None:
+        keep = np.isin(vol, volumes)
+        hits = hits[keep].reset_index(drop=True)
+        truth = None if truth is None else truth[keep].reset_index(drop=True)
+    event = Event(int(eid), conform(hits), None if truth is None else conform(truth),
+                  None if particles is None else conform(particles), source=source)
+    return event.validate()
+
+
+def _weights(truth: pd.DataFrame, particles: pd.DataFrame | None) -> np.ndarray:
+    try:
+        from trackformers.metrics import hit_weights
+    except ImportError:  # metrics not available: uniform weights over non-noise hits, sum 1
+        w = (truth["particle_id"].to_numpy() != 0).astype(np.float64)
+        return (w / w.sum()) if w.sum() else w
+    return np.asarray(hit_weights(truth=truth, particles=particles), dtype=np.float32)
+
+
+def build_particles(data: dict[str, np.ndarray], pid: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
+    df = pd.DataFrame({"particle_id": _particle_ids(data, pid),
+                       **{c: data[c] for c in columns if c not in pid}})
+    df["q"] = np.rint(df["q"].to_numpy()).astype(np.int64)
+    if "number_of_hits" in df:
+        df = df.rename(columns={"number_of_hits": "nhits"})
+    return df
+
+
+def particles_file(hits_path: Path, hits_file, tree: str) -> tuple[Path, object] | None:  # noqa: ANN001
+    """The file holding the particles tree for ``hits_path``: the same file, or a sibling by name."""
+    if tree in [k.split(";")[0] for k in hits_file.keys(recursive=False)]:
+        return hits_path, hits_file
+    names = []
+    if "hits" in hits_path.name:
+        i = hits_path.name.rfind("hits")
+        names.append(hits_path.name[:i] + "particles" + hits_path.name[i + 4:])
+    for name in [*names, *PARTICLE_FILES]:
+        cand = hits_path.with_name(name)
+        if cand != hits_path and cand.is_file():
+            return cand, open_file(cand)
+    return None
+
+
+def read_file(path: Path, *, volumes: Sequence[int] | None, events: set[int] | None, smear_hits: bool = False,
+              seed: int = 0, step_size: int = STEP_SIZE, hits_tree: str = "hits",
+              particles_tree: str = "particles") -> Iterator[Event]:
+    """Yield the (selected) events of one hits file lazily, reading bounded batches of entries."""
+    f = open_file(path)
+    table = Table(path, f, hits_tree)
+    plan = hit_plan(table)
+    index = EventIndex(table, plan.position[0], step_size=step_size)
+    wanted = [e for e in index.ranges if events is None or e in events]
+    if not wanted:
+        return
+    piter, pindex, pcols, pid = None, None, [], ()
+    found = particles_file(path, f, particles_tree)
+    if found is not None:
+        ptable = Table(found[0], found[1], particles_tree)
+        pcols, pid = particle_plan(ptable)
+        pindex = EventIndex(ptable, "px", step_size=step_size)
+        piter = pindex.iter_events([e for e in wanted if e in pindex.ranges], pcols, lengths_of=pcols)
+    lengths = plan.columns if index.jagged else ()
+    for eid, data in index.iter_events(wanted, plan.columns, lengths_of=lengths):
+        particles = None
+        if piter is not None:
+            if eid in pindex.ranges:
+                _, pdata = next(piter)
+                particles = build_particles(pdata, pid, pcols)
+            else:
+                particles = build_particles({c: np.zeros(0) for c in pcols}, pid, pcols)
+        yield build_event(eid, data, plan, particles, source=str(path), volumes=volumes,
+                          smear_hits=smear_hits, seed=seed)
