@@ -1,0 +1,259 @@
+"""Attention backends on one GPU: ms and useful TFLOP/s, forward and forward+backward, plus index build.
+
+Useful FLOPs: 4·N·(2w+1)·H·D for the forward, ×3.5 for forward+backward (the band only; padding, masked
+tile elements and recomputation are not counted). "build" is the mask/index build a layout needs; "layer" is
+build + forward + backward, what one training step of an attention layer pays. Every time is the median of
+``triton.testing.do_bench`` repeats (CUDA events).
+
+    PYTHONPATH=. python benchmarks/attention.py --json out.json            # the issue's grid
+    PYTHONPATH=. python benchmarks/attention.py --sweep --n 65536          # tile-config sweep of `local`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from functools import partial
+
+import torch
+
+
+def useful_flops(n_q: int, w: int, lengths: list[int], h: int, d: int) -> float:
+    """4·Σ_q(keys in band)·H·D: per event min(2w+1, L) keys per query."""
+    return 4.0 * sum(length * min(2 * w + 1, length) for length in lengths) * h * d
+
+
+def bench(fn, warmup: int = 25, rep: int = 100) -> float:
+    import triton.testing
+
+    return float(triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median"))
+
+
+def make_layout(lengths: list[int], w: int, device: str):
+    from trackformers.attention.api import AttentionLayout
+
+    return AttentionLayout.from_lengths(lengths, device=device, window=w)
+
+
+def packed_lengths(n: int, seed: int = 0) -> list[int]:
+    """A multi-event batch of about n hits: 4 events of uneven, non-round sizes."""
+    g = torch.Generator().manual_seed(seed)
+    frac = torch.rand(4, generator=g) + 0.5
+    lengths = [int(x) for x in (frac / frac.sum() * n).floor()]
+    lengths[-1] += n - sum(lengths)
+    return lengths
+
+
+def time_backend(name: str, q, k, v, layout, do) -> dict:
+    """{build, fwd, fwdbwd, layer} ms for one backend (absent keys: not applicable)."""
+    from trackformers.attention.api import attend
+
+    res: dict = {}
+    if name == "local":
+        from trackformers.attention.local.config import configs_for
+        from trackformers.attention.local.function import _forward, _Tables
+
+        cfg = configs_for(q.shape[-1], q.element_size())
+        blocks = sorted({cfg.fwd.block_m, cfg.dkdv.block_n, cfg.dq.block_m})
+
+        def build():
+            t = _Tables(layout.cu_seqlens, q.shape[0])
+            for b in blocks:
+                t(b)
+            return t
+
+        res["build"] = bench(build)
+        tables = build()
+        w = min(layout.window, layout.max_seqlen)
+        full = 2 * layout.window + 1 >= layout.max_seqlen
+        scale = q.shape[-1] ** -0.5
+        res["fwd"] = bench(partial(_forward, q, k, v, layout.cu_seqlens, None, tables, w, full, scale, cfg,
+                                   False))
+    elif name == "flex":
+        from trackformers.attention import flex as fx
+
+        if hasattr(fx, "build_block_mask"):
+            res["build"] = bench(lambda: fx.build_block_mask(layout, q.device))
+        with torch.no_grad():
+            res["fwd"] = bench(lambda: attend(q, k, v, layout, backend=name))
+    else:
+        with torch.no_grad():
+            res["fwd"] = bench(lambda: attend(q, k, v, layout, backend=name))
+    qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
+
+    def step():
+        out = attend(qg, kg, vg, layout, backend=name)
+        out.backward(do)
+
+    res["layer"] = bench(step)
+    res["fwdbwd"] = res["layer"] - res.get("build", 0.0)
+    return res
+
+
+def flex_eager(q, k, v, lengths: list[int], w: int, do) -> dict:
+    """FlexAttention with a mask from eager ``create_block_mask`` (circular window + event ids)."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    n = q.shape[0]
+    dev = q.device
+    ev = torch.repeat_interleave(torch.arange(len(lengths), device=dev), torch.tensor(lengths, device=dev))
+    cu = torch.tensor([0] + lengths, device=dev).cumsum(0)
+    start, length = cu[ev], torch.tensor(lengths, device=dev)[ev]
+
+    def mask_mod(b, h, qi, ki):
+        d = (qi - ki).abs()
+        circ = torch.minimum(d, length[qi] - d)
+        return (ev[qi] == ev[ki]) & ((circ <= w) | (2 * w + 1 >= length[qi]))
+
+    del start
+    def build():
+        return create_block_mask(mask_mod, 1, 1, n, n, device=dev, _compile=True)
+
+    res = {"build": bench(build, warmup=1, rep=5)}
+    bm = build()
+    fa = torch.compile(flex_attention, dynamic=False)
+    qt, kt, vt = (t.transpose(0, 1).unsqueeze(0).contiguous().requires_grad_() for t in (q, k, v))
+    dot = do.transpose(0, 1).unsqueeze(0).contiguous()
+    with torch.no_grad():
+        res["fwd"] = bench(lambda: fa(qt, kt, vt, block_mask=bm))
+
+    def step():
+        fa(qt, kt, vt, block_mask=bm).backward(dot)
+
+    res["fwdbwd"] = bench(step)
+    res["layer"] = res["build"] + res["fwdbwd"]
+    return res
+
+
+def run_grid(args) -> list[dict]:
+    from trackformers.attention.api import backends
+
+    rows = []
+    dev = "cuda"
+    names = [b for b in args.backends.split(",") if b in backends() or b in ("flex-cbm", "sdpa")]
+    for n in args.n:
+        for d in args.d:
+            for w in args.w:
+                for case in ("1 event", "packed"):
+                    lengths = [n] if case == "1 event" else packed_lengths(n)
+                    layout = make_layout(lengths, w, dev)
+                    q, k, v, do = (torch.randn(n, args.h, d, device=dev, dtype=torch.bfloat16)
+                                   for _ in range(4))
+                    flops = useful_flops(n, w, lengths, args.h, d)
+                    for name in names:
+                        row = dict(n=n, d=d, w=w, h=args.h, case=case, backend=name)
+                        try:
+                            if name == "sdpa":
+                                if case != "1 event":
+                                    continue
+                                qt, kt, vt = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))
+                                f = torch.nn.functional.scaled_dot_product_attention
+                                with torch.no_grad():
+                                    row["fwd"] = bench(partial(f, qt, kt, vt))
+                                row["tflops_fwd"] = 4.0 * n * n * args.h * d / row["fwd"] / 1e9
+                            else:
+                                if name == "dense" and n > args.dense_max:
+                                    raise RuntimeError(f"O(N²) mask; skipped above N={args.dense_max}")
+                                r = flex_eager(q, k, v, lengths, w, do) if name == "flex-cbm" else \
+                                    time_backend(name, q, k, v, layout, do)
+                                row.update(r)
+                                row["tflops_fwd"] = flops / r["fwd"] / 1e9
+                                row["tflops_fwdbwd"] = 3.5 * flops / r["fwdbwd"] / 1e9
+                        except Exception as err:  # record and go on: one backend failing must not end the run
+                            row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
+                        torch.cuda.empty_cache()
+                        rows.append(row)
+                        print_row(row)
+    return rows
+
+
+def print_row(r: dict) -> None:
+    def f(key, fmt="{:8.3f}"):
+        return fmt.format(r[key]) if key in r else " " * (len(fmt.format(0.0)))
+
+    if "error" in r:
+        print(f"{r['n']:>7} {r['d']:>3} {r['w']:>5} {r['case']:<8} {r['backend']:<9} {r['error']}",
+              flush=True)
+        return
+    print(f"{r['n']:>7} {r['d']:>3} {r['w']:>5} {r['case']:<8} {r['backend']:<9} {f('build')} {f('fwd')} "
+          f"{f('fwdbwd')} {f('layer')} {f('tflops_fwd', '{:7.0f}')} {f('tflops_fwdbwd', '{:7.0f}')}",
+          flush=True)
+
+
+HEADER = (f"{'N':>7} {'D':>3} {'w':>5} {'case':<8} {'backend':<9} {'build':>8} {'fwd':>8} {'fwd+bwd':>8} "
+          f"{'layer':>8} {'TF fwd':>7} {'TF f+b':>7}   (ms, useful TFLOP/s)")
+
+
+def sweep(args) -> list[dict]:
+    """Time each candidate tile config of each local kernel; print the best per (D, w)."""
+    from trackformers.attention.local import config as C
+    from trackformers.attention.local.function import _backward, _forward, _Tables
+
+    rows = []
+    n = args.n[0]
+    for d in args.d:
+        base = C.TUNED[d]
+        for w in args.w:
+            layout = make_layout([n], w, "cuda")
+            cu = layout.cu_seqlens
+            q, k, v, do = (torch.randn(n, args.h, d, device="cuda", dtype=torch.bfloat16) for _ in range(4))
+            tables = _Tables(cu, n)
+            scale = d ** -0.5
+            o, lse = _forward(q, k, v, cu, None, tables, w, False, scale, base, True)
+            for kind in ("fwd", "dkdv", "dq"):
+                best = None
+                for cand in C.candidates(d):
+                    cfg = C.KernelConfigs(**{**base.__dict__, kind: cand})
+                    if kind == "fwd":
+                        fn = partial(_forward, q, k, v, cu, None, tables, w, False, scale, cfg, False)
+                    else:
+                        fn = partial(_backward, do, q, k, v, o, lse, cu, None, tables, w, False, scale, cfg)
+                    try:
+                        ms = bench(fn, warmup=10, rep=40)
+                    except Exception as err:
+                        print(f"  {kind} {cand}: {type(err).__name__}", flush=True)
+                        continue
+                    rows.append(dict(kind=kind, d=d, w=w, n=n, cfg=cand.__dict__, ms=ms))
+                    if best is None or ms < best[0]:
+                        best = (ms, cand)
+                print(f"sweep D={d} w={w} {kind}: best {best[1]} {best[0]:.3f} ms", flush=True)
+                base = C.KernelConfigs(**{**base.__dict__, kind: best[1]})
+            print(f"BEST D={d} w={w}: {base}", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, nargs="+", default=[16384, 65536, 131072])
+    p.add_argument("--d", type=int, nargs="+", default=[32, 64])
+    p.add_argument("--w", type=int, nargs="+", default=[512, 1024])
+    p.add_argument("--h", type=int, default=8)
+    p.add_argument("--backends", default="local,flex,flex-cbm,dense,sdpa")
+    p.add_argument("--dense-max", type=int, default=16384)
+    p.add_argument("--sweep", action="store_true", help="tile-config sweep of the local kernels instead")
+    p.add_argument("--json", help="write all rows and the environment here")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("needs a CUDA GPU", file=sys.stderr)
+        return 2
+    import triton
+
+    env = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
+               python=platform.python_version(), date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    print(env, flush=True)
+    if args.sweep:
+        rows = sweep(args)
+    else:
+        print(HEADER, flush=True)
+        rows = run_grid(args)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(dict(env=env, rows=rows, args=vars(args)), fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
