@@ -77,11 +77,18 @@ def read_events(inputs: PathLike | Sequence[PathLike], *, volumes: Iterable[int]
     mods = formats()
     vols = None if volumes is None else sorted({int(v) for v in volumes})
     wanted = None if events is None else {int(e) for e in events}
+    seen: set[int] = set()
     for path in expand(inputs):
         name = format or detect(path)
         if name not in mods:
             raise InputError(f"unknown format '{name}'; expected one of {', '.join(mods)}.")
-        yield from mods[name].read(path, volumes=vols, events=wanted, **options)
+        for event in mods[name].read(path, volumes=vols, events=wanted, **options):
+            seen.add(event.event_id)
+            yield event
+    if wanted is not None and wanted - seen:  # an unknown event id is bad input, not an empty result
+        missing = ", ".join(map(str, sorted(wanted - seen)[:10]))
+        found = ", ".join(map(str, sorted(seen)[:10])) or "none of the requested ones"
+        raise InputError(f"event id(s) {missing} not found in {inputs}; the input holds {found}.")
 
 
 def write_events(events: Iterable[Event], out: PathLike, *, format: str = "csv") -> list[Path]:

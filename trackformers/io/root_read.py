@@ -47,16 +47,28 @@ PARTICLE_FILES = ("particles.root", "particles_simulation.root", "particles_fina
                   "particles_initial.root")
 
 
+def resolutions() -> tuple[dict[int, tuple[float, float]], frozenset[int]]:
+    """Per-volume (sigma_u, sigma_v) in mm and the barrel volumes: the simulator's detector table when it is
+    importable (so reader and simulator smear alike), else :data:`RESOLUTION_MM` (the same values)."""
+    try:
+        from trackformers.simulation.geometry import LAYERS
+    except ImportError:
+        return RESOLUTION_MM, BARREL_VOLUMES
+    table = {int(la.volume_id): (float(la.sigma_u), float(la.sigma_v)) for la in LAYERS}
+    return table, frozenset(int(la.volume_id) for la in LAYERS if la.kind == "barrel")
+
+
 def smear(x: np.ndarray, y: np.ndarray, z: np.ndarray, volume_id: np.ndarray,
           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gaussian-smear true positions ``(N,)`` (mm) with :data:`RESOLUTION_MM`: along r*phi everywhere, along z
+    """Gaussian-smear true positions ``(N,)`` (mm) with :func:`resolutions`: along r*phi everywhere, along z
     in barrel volumes and along r in end caps; hits of other volumes are left as they are."""
+    table, barrels = resolutions()
     su = np.zeros(len(x))
     sv = np.zeros(len(x))
-    for vol, (a, b) in RESOLUTION_MM.items():
+    for vol, (a, b) in table.items():
         m = volume_id == vol
         su[m], sv[m] = a, b
-    barrel = np.isin(volume_id, list(BARREL_VOLUMES))
+    barrel = np.isin(volume_id, list(barrels))
     r = np.hypot(x, y)
     safe = np.where(r > 0, r, 1.0)
     cphi, sphi = np.where(r > 0, x / safe, 1.0), np.where(r > 0, y / safe, 0.0)
@@ -169,7 +181,7 @@ def build_event(eid: int, data: dict[str, np.ndarray], plan: HitPlan, particles:
 
 def _weights(truth: pd.DataFrame, particles: pd.DataFrame | None) -> np.ndarray:
     try:
-        from trackformers.metrics import hit_weights
+        from trackformers.metrics.weights import hit_weights
     except ImportError:  # metrics not available: uniform weights over non-noise hits, sum 1
         w = (truth["particle_id"].to_numpy() != 0).astype(np.float64)
         return (w / w.sum()) if w.sum() else w
