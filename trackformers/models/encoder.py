@@ -1,0 +1,134 @@
+"""Pre-norm Transformer encoder over a packed batch of φ-sorted hits.
+
+Input: a :class:`~trackformers.batch.PackedBatch` (features (N, F) in the original hit order); the encoder
+permutes hits into φ-sorted order (``batch.sort_index``), runs ``n_layers`` blocks whose attention goes
+through :func:`trackformers.attention.attend` with ``AttentionLayout(cu_seqlens, max_seqlen, window)``,
+and returns (N, d_model) hidden states back in the ORIGINAL hit order (``batch.unsort_index``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trackformers.attention import AttentionLayout, attend
+from trackformers.batch import PackedBatch
+from trackformers.features import NUM_LAYERS, NUM_VOLUMES
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square normalisation with a learned gain (no centring, no bias)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+
+
+def make_norm(kind: str, dim: int) -> nn.Module:
+    if kind in ("layernorm", "layer"):
+        return nn.LayerNorm(dim)
+    if kind in ("rmsnorm", "rms"):
+        return RMSNorm(dim)
+    raise ValueError(f"norm must be 'layernorm' or 'rmsnorm'; got {kind!r}")
+
+
+class MLP(nn.Module):
+    """GELU MLP (d → h → d) or SwiGLU (d → 2·h gated → d, h scaled by 2/3 to keep the parameter count)."""
+
+    def __init__(self, dim: int, hidden: int, activation: str, dropout: float) -> None:
+        super().__init__()
+        self.swiglu = activation == "swiglu"
+        if activation not in ("gelu", "swiglu"):
+            raise ValueError(f"activation must be 'gelu' or 'swiglu'; got {activation!r}")
+        if self.swiglu:
+            hidden = max(8, (2 * hidden) // 3)
+        self.fc_in = nn.Linear(dim, hidden * (2 if self.swiglu else 1))
+        self.fc_out = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc_in(x)
+        if self.swiglu:
+            a, b = h.chunk(2, -1)
+            h = F.silu(a) * b
+        else:
+            h = F.gelu(h)
+        return self.fc_out(self.drop(h))
+
+
+class Block(nn.Module):
+    """x + Attn(Norm(x)); x + MLP(Norm(x)) on (N, d) packed hidden states."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, activation: str, norm: str,
+                 dropout: float) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"d_model {dim} must be divisible by n_heads {heads}")
+        self.heads = heads
+        self.norm1 = make_norm(norm, dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = make_norm(norm, dim)
+        self.mlp = MLP(dim, int(dim * mlp_ratio), activation, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, layout: AttentionLayout, backend: str) -> torch.Tensor:
+        n, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(n, 3, self.heads, d // self.heads).unbind(1)
+        a = attend(q.contiguous(), k.contiguous(), v.contiguous(), layout, backend=backend)
+        x = x + self.drop(self.proj(a.reshape(n, d)))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class Encoder(nn.Module):
+    """Hit features → per-hit hidden states (N, d_model).
+
+    Args:
+        in_features: F, set by the training module from the feature configuration.
+        d_model: hidden width; n_heads: attention heads; n_layers: blocks.
+        mlp_ratio: MLP hidden width / d_model. activation: 'gelu' | 'swiglu'. norm: 'layernorm' | 'rmsnorm'.
+        dropout: dropout probability in attention output and MLP.
+        backend: attention backend ('auto', 'reference', 'dense', 'flex', 'local').
+        window: attention half-width in φ-sorted positions (None = whole event).
+        embed_dim: width of the volume / layer id embeddings (0 disables them).
+    """
+
+    def __init__(self, in_features: int = 7, d_model: int = 64, n_heads: int = 4, n_layers: int = 2,
+                 mlp_ratio: float = 2.0, activation: str = "gelu", norm: str = "layernorm",
+                 dropout: float = 0.0, backend: str = "auto", window: int | None = None,
+                 embed_dim: int = 8) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.backend = backend
+        self.window = window
+        self.embed_dim = embed_dim
+        if embed_dim:
+            self.volume_embedding = nn.Embedding(NUM_VOLUMES, embed_dim)
+            self.layer_embedding = nn.Embedding(NUM_LAYERS, embed_dim)
+        self.input = nn.Sequential(nn.Linear(in_features + 2 * embed_dim, d_model), nn.GELU(),
+                                   nn.Linear(d_model, d_model))
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, mlp_ratio, activation, norm, dropout)
+                                    for _ in range(n_layers))
+        self.norm = make_norm(norm, d_model)
+
+    def layout(self, batch: PackedBatch) -> AttentionLayout:
+        return AttentionLayout(cu_seqlens=batch.cu_seqlens, max_seqlen=int(batch.max_seqlen),
+                               window=self.window)
+
+    def forward(self, batch: PackedBatch) -> torch.Tensor:
+        """(N, d_model) hidden states in the batch's original hit order."""
+        x = batch.features
+        if self.embed_dim:
+            cats = batch.categories
+            x = torch.cat([x, self.volume_embedding(cats[:, 0]), self.layer_embedding(cats[:, 1])], -1)
+        h = self.input(x[batch.sort_index])  # φ-sorted from here on
+        layout = self.layout(batch)
+        for block in self.blocks:
+            h = block(h, layout, self.backend)
+        return self.norm(h)[batch.unsort_index]
