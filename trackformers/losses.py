@@ -84,7 +84,8 @@ def particle_partners(*, labels: torch.Tensor, max_partners: int) -> torch.Tenso
         idx = raw.clamp(max=n - 1)
         # Member j of the group goes to column j, or j - 1 for hits ranked before it (the hit skips itself).
         col = torch.where(rank < j, j - 1, j)
-        ok = (raw < n) & (sorted_labels[idx] == sorted_labels) & (sorted_labels >= 0) & (rank != j) & (col < max_partners)
+        ok = (raw < n) & (sorted_labels[idx] == sorted_labels) & (sorted_labels >= 0)
+        ok &= (rank != j) & (col < max_partners)
         out[order[ok], col[ok]] = order[idx[ok]]
     return out
 
