@@ -22,7 +22,8 @@ def random_event(event_id: int, n_hits: int, *, n_particles: int = 7, seed: int 
     hits = pd.DataFrame({
         "hit_id": rng.permutation(np.arange(1, n_hits + 1)) * 3,
         "x": rng.normal(0, 300, n_hits), "y": rng.normal(0, 300, n_hits), "z": rng.normal(0, 1000, n_hits),
-        "volume_id": vol, "layer_id": rng.integers(1, 7, n_hits) * 2, "module_id": rng.integers(1, 3000, n_hits),
+        "volume_id": vol, "layer_id": rng.integers(1, 7, n_hits) * 2,
+        "module_id": rng.integers(1, 3000, n_hits),
     })
     tru = pd.DataFrame({
         "hit_id": hits["hit_id"], "particle_id": hit_pid.astype(np.int64),
@@ -49,4 +50,4 @@ def assert_events_equal(a: Event, b: Event) -> None:
         x, y = getattr(a, name), getattr(b, name)
         assert (x is None) == (y is None), name
         if x is not None:
-            pd.testing.assert_frame_equal(x.reset_index(drop=True), y.reset_index(drop=True), check_like=False)
+            pd.testing.assert_frame_equal(x.reset_index(drop=True), y.reset_index(drop=True))

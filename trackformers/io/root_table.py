@@ -76,15 +76,21 @@ class Table:
         try:
             arrays = self.obj.arrays(list(columns), entry_start=start, entry_stop=stop, library="ak")
         except Exception as err:  # noqa: BLE001 - truncated baskets, bad compression, ...
-            raise InputError(f"{self.where()}: cannot read entries {start}..{stop} of "
-                             f"{', '.join(columns)} ({first_line(err)}); the file may be truncated.")\
-                from None
+            what = f"entries {start}..{stop} of {', '.join(columns)}"
+            raise InputError(f"{self.where()}: cannot read {what} ({first_line(err)}); the file may be "
+                             "truncated.") from None
         return {c: arrays[c] for c in columns}
 
     def is_jagged(self, column: str) -> bool:
         """Whether ``column`` holds a list per entry (one entry per event) rather than one value."""
         if column not in self._jagged:
-            if self.num_entries == 0:
+            import uproot
+
+            # TTree branches say so in their interpretation; otherwise (RNTuple) look at the first entry
+            interp = getattr(self.obj[column], "interpretation", None)
+            if isinstance(interp, uproot.AsDtype | uproot.AsJagged):
+                self._jagged[column] = isinstance(interp, uproot.AsJagged)
+            elif self.num_entries == 0:
                 self._jagged[column] = False
             else:
                 self._jagged[column] = self.read([column], 0, 1)[column].ndim > 1

@@ -1,0 +1,265 @@
+"""ACTS ROOT I/O: id codecs, our TTree writer round trip, ACTS-style, jagged and RNTuple inputs, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+from make_io_events import assert_events_equal, random_event
+
+from trackformers.errors import InputError
+from trackformers.io import read_events, root
+from trackformers.io.acts_ids import (
+    BARCODE_FIELDS,
+    decode_geometry_id,
+    encode_geometry_id,
+    pack_barcode,
+    unpack_barcode,
+)
+from trackformers.io.root_table import Table
+
+
+def _ref_unpack(word: int, fields) -> dict[str, int]:  # noqa: ANN001 - plain Python reference
+    u = word % 2**64
+    return {name: (u >> shift) & ((1 << bits) - 1) for name, shift, bits in fields}
+
+
+def test_barcode_round_trip_and_reference():
+    rng = np.random.default_rng(1)
+    ids = np.concatenate([rng.integers(-(2**63), 2**63 - 1, 997, dtype=np.int64),
+                          np.array([0, 1, -1, 2**63 - 1, -(2**63)], dtype=np.int64)])
+    parts = unpack_barcode(ids)
+    np.testing.assert_array_equal(pack_barcode(**parts), ids)
+    for i in (0, 5, 996, 997, 1001):
+        assert {k: int(v[i]) for k, v in parts.items()} == _ref_unpack(int(ids[i]), BARCODE_FIELDS)
+    # documented layout: vertex_primary in the top 12 bits, sub_particle in the lowest 16
+    assert pack_barcode(vertex_primary=np.array([1]), vertex_secondary=np.array([0]), particle=np.array([2]),
+                        generation=np.array([0]), sub_particle=np.array([3]))[0] == (1 << 52) | (2 << 24) | 3
+    with pytest.raises(InputError, match="particle"):
+        pack_barcode(vertex_primary=np.array([0]), particle=np.array([70000]))
+
+
+def test_geometry_id_decode_matches_acts_layout():
+    vol, lay, mod = np.array([8, 17, 7]), np.array([2, 12, 14]), np.array([1, 4099, 1048575])
+    geo = encode_geometry_id(volume_id=vol, layer_id=lay, sensitive_id=mod)
+    assert geo.dtype == np.uint64
+    assert int(geo[0]) == (8 << 56) | (2 << 36) | (1 << 8)
+    dec = decode_geometry_id(geo)
+    np.testing.assert_array_equal(dec["volume_id"], vol)
+    np.testing.assert_array_equal(dec["layer_id"], lay)
+    np.testing.assert_array_equal(dec["sensitive_id"], mod)
+    full = np.array([(3 << 56) | (5 << 48) | (7 << 36) | (9 << 28) | (11 << 8) | 13], dtype=np.uint64)
+    assert {k: int(v[0]) for k, v in decode_geometry_id(full).items()} == {
+        "volume_id": 3, "boundary_id": 5, "layer_id": 7, "approach_id": 9, "sensitive_id": 11, "extra_id": 13}
+
+
+EVENT_SIZES = [(3, 101), (1000, 257), (7, 13), (11, 1)]
+
+
+@pytest.mark.parametrize("target", ["events.root", "folder"])
+def test_our_files_read_back_identically_as_ttrees(tmp_path: Path, target: str):
+    events = [random_event(e, n) for e, n in EVENT_SIZES]
+    paths = root.write(iter(events), tmp_path / target)
+    hits_file = uproot.open(paths[0])
+    assert isinstance(hits_file["hits"], uproot.TTree)
+    assert hits_file["hits"].num_entries == sum(n for _, n in EVENT_SIZES)
+    parts_file = uproot.open(paths[-1])
+    assert isinstance(parts_file["particles"], uproot.TTree) and parts_file["particles"].num_entries == 4
+    if target == "folder":
+        assert [p.name for p in paths] == ["hits.root", "particles.root"]
+    for step in (root.STEP_SIZE, 7):  # batched reads across chunk boundaries give the same events
+        back = list(root.read(tmp_path / target, step_size=step))
+        assert [e.event_id for e in back] == [e for e, _ in EVENT_SIZES]
+        for a, b in zip(events, back):
+            assert_events_equal(a, b)
+
+
+def test_hits_only_events_and_detection(tmp_path: Path):
+    events = [random_event(e, 31, truth=False, particles=False) for e in (1, 2)]
+    (out,) = root.write(events, tmp_path / "h.root")
+    back = list(read_events(out))
+    assert back[0].truth is None and back[0].particles is None
+    assert_events_equal(events[1], back[1])
+    weird = tmp_path / "no_suffix"
+    weird.write_bytes(out.read_bytes())
+    assert root.detect(weird) and root.detect(tmp_path) and not root.detect(tmp_path / "missing.txt")
+
+
+def _acts_style(folder: Path, *, old_ids: bool = False) -> dict[str, np.ndarray]:
+    """An ACTS RootSimHitWriter/RootParticleWriter-like pair: barcodes + geometry_id only, true positions."""
+    rng = np.random.default_rng(5)
+    n = 53
+    ev = np.repeat([4, 9], [20, 33]).astype(np.uint32)
+    pid = np.array([(1 << 52) | (1 << 24), (2 << 52) | (7 << 24) | 1, (3 << 52) | (1 << 40) | (4 << 24)])
+    hit_p = pid[rng.integers(0, 3, n)]
+    vol = rng.choice([8, 13, 17], n)
+    geo = encode_geometry_id(volume_id=vol, layer_id=rng.integers(1, 5, n) * 2,
+                             sensitive_id=rng.integers(1, 900, n))
+    cols = {"event_id": ev, "geometry_id": geo,
+            **{c: rng.normal(0, 200, n).astype(np.float32) for c in ("tx", "ty", "tz")},
+            "tt": np.zeros(n, np.float32),
+            **{c: rng.normal(0, 1, n).astype(np.float32) for c in ("tpx", "tpy", "tpz")},
+            "index": np.zeros(n, np.int32)}
+    if old_ids:
+        cols["particle_id"] = hit_p.astype(np.uint64)
+    else:
+        cols |= {f"barcode_{k}": v.astype(np.uint32) for k, v in unpack_barcode(hit_p).items()}
+    with uproot.recreate(folder / "hits.root") as f:
+        f.mktree("hits", {k: v.dtype for k, v in cols.items()})
+        f["hits"].extend(cols)
+    with uproot.recreate(folder / "particles.root") as f:
+        f.mktree("particles", {"event_id": "uint32", "p": "var * {vertex_primary: uint32, vertex_secondary: "
+                               "uint32, particle: uint32, generation: uint32, sub_particle: uint32, "
+                               "particle_type: int32, vx: float32, vy: float32, vz: float32, px: float32, "
+                               "py: float32, pz: float32, q: float32, pt: float32}"},
+                 field_name=lambda outer, inner: inner)
+        fields = {k: np.tile(v, 2).astype(np.uint32) for k, v in unpack_barcode(pid).items()}
+        fields |= {"particle_type": np.tile([13, -211, 11], 2).astype(np.int32),
+                   **{c: rng.normal(0, 1, 6).astype(np.float32) for c in ("vx", "vy", "vz")},
+                   **{c: rng.normal(0, 1, 6).astype(np.float32) for c in ("px", "py", "pz")},
+                   "q": np.tile([-1.0, 1.0, -1.0], 2).astype(np.float32), "pt": np.ones(6, np.float32)}
+        f["particles"].extend({"event_id": np.array([4, 9], np.uint32),
+                               "p": ak.zip({k: ak.unflatten(v, [3, 3]) for k, v in fields.items()})})
+    return {"pid": hit_p, "vol": vol, "geo": geo, **cols}
+
+
+@pytest.mark.parametrize("old_ids", [False, True])
+def test_acts_style_file_is_decoded(tmp_path: Path, old_ids: bool):
+    ref = _acts_style(tmp_path, old_ids=old_ids)
+    events = list(read_events(tmp_path / "hits.root"))
+    assert [e.event_id for e in events] == [4, 9]
+    e9 = events[1]
+    sl = slice(20, 53)
+    dec = decode_geometry_id(ref["geo"][sl])
+    np.testing.assert_array_equal(e9.hits["volume_id"], dec["volume_id"])
+    np.testing.assert_array_equal(e9.hits["layer_id"], dec["layer_id"])
+    np.testing.assert_array_equal(e9.hits["module_id"], dec["sensitive_id"])
+    np.testing.assert_array_equal(e9.hits["hit_id"], np.arange(1, 34))
+    np.testing.assert_array_equal(e9.hits["x"], ref["tx"][sl])  # default: true positions, no smearing
+    np.testing.assert_array_equal(e9.truth["particle_id"], ref["pid"][sl])
+    assert sorted(e9.particles["particle_id"]) == sorted(set(ref["pid"].tolist()))
+    assert e9.particles["q"].dtype == np.int64
+    assert e9.particles["nhits"].sum() == 33
+    assert np.isfinite(e9.truth["weight"]).all() and e9.truth["weight"].sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_smearing_is_opt_in_reproducible_and_within_resolution(tmp_path: Path):
+    _acts_style(tmp_path)
+    plain = next(iter(root.read(tmp_path, events={9})))
+    a = next(iter(root.read(tmp_path, events={9}, smear=True, seed=3)))
+    b = next(iter(root.read(tmp_path, events={9}, smear=True, seed=3)))
+    assert_events_equal(a, b)
+    d = np.hypot(a.hits["x"] - plain.hits["x"], a.hits["y"] - plain.hits["y"]).to_numpy()
+    dz = np.abs(a.hits["z"] - plain.hits["z"]).to_numpy()
+    assert (d > 0).all()
+    pix = (a.hits["volume_id"] == 8).to_numpy()
+    assert d[pix].max() < 0.15 and dz[pix].max() < 0.15  # 15 um sigma: 10 sigma bound
+    np.testing.assert_array_equal(a.truth["tx"], plain.truth["tx"])  # truth stays true
+
+
+def test_one_event_reads_only_its_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    events = [random_event(e, n) for e, n in [(1, 97), (2, 89), (3, 83), (4, 79)]]
+    (out,) = root.write(events, tmp_path / "many.root")
+    calls: list[tuple[str, list[str], int, int]] = []
+    real = Table.read
+
+    def spy(self, columns, start, stop):  # noqa: ANN001 - records, then delegates to the real reader
+        calls.append((self.name, list(columns), start, stop))
+        return real(self, columns, start, stop)
+
+    monkeypatch.setattr(Table, "read", spy)
+    (e3,) = root.read(out, events={3}, step_size=50)
+    assert_events_equal(events[2], e3)
+    lo = 97 + 89
+    for tree, columns, start, stop in calls:
+        if tree == "hits" and columns != ["event_id"]:
+            assert lo <= start and stop <= lo + 83, (start, stop)
+        assert stop - start <= 50 or tree != "hits" or columns != ["event_id"]
+
+
+def _jagged(path: Path, lengths: dict[str, list[int]] | None = None) -> None:
+    rng = np.random.default_rng(2)
+    counts = [5, 0, 7]
+    cols = {c: ak.unflatten(rng.normal(0, 100, sum(counts)).astype(np.float32), counts) for c in "xyz"}
+    cols |= {c: ak.unflatten(rng.integers(1, 9, sum(counts)).astype(np.int32), counts)
+             for c in ("volume_id", "layer_id", "module_id")}
+    for c, n in (lengths or {}).items():
+        cols[c] = ak.unflatten(np.ones(sum(n), np.float32), n)
+    with uproot.recreate(path) as f:
+        f.mktree("hits", {"event_id": "int64", **{c: f"var * {v.layout.content.dtype}"
+                                                    for c, v in cols.items()}})
+        f["hits"].extend({"event_id": np.array([21, 22, 23]), **cols})
+
+
+def test_jagged_per_event_layout(tmp_path: Path):
+    _jagged(tmp_path / "j.root")
+    events = list(read_events(tmp_path / "j.root"))
+    assert [(e.event_id, len(e)) for e in events] == [(21, 5), (22, 0), (23, 7)]
+    assert events[2].truth is None
+    np.testing.assert_array_equal(events[2].hits["hit_id"], np.arange(1, 8))
+    _jagged(tmp_path / "bad.root", {"y": [5, 1, 7]})
+    with pytest.raises(InputError, match="entry 1 has 1 values in branch 'y' but 0 in 'x'"):
+        list(read_events(tmp_path / "bad.root"))
+
+
+def test_rntuple_input(tmp_path: Path):
+    ev = random_event(17, 61)
+    (ours,) = root.write([ev], tmp_path / "t.root")
+    arrays = uproot.open(ours)["hits"].arrays(library="np")
+    with uproot.recreate(tmp_path / "rn.root") as f:
+        f["hits"] = arrays  # uproot 5.7 writes an RNTuple here
+    assert "RNTuple" in type(uproot.open(tmp_path / "rn.root")["hits"]).__name__
+    (back,) = root.read(tmp_path / "rn.root")
+    assert_events_equal(ev, back.__class__(back.event_id, back.hits, back.truth, ev.particles))
+    assert back.particles is None
+
+
+def test_unsorted_event_ids_are_reassembled(tmp_path: Path):
+    n = 12
+    ev = np.array([5, 5, 6, 6, 5, 6, 5, 5, 6, 6, 6, 5])
+    with uproot.recreate(tmp_path / "u.root") as f:
+        cols = {"event_id": ev, "x": np.arange(n, dtype=np.float32), "y": np.zeros(n, np.float32),
+                "z": np.zeros(n, np.float32), "volume_id": np.full(n, 8), "layer_id": np.full(n, 2),
+                "module_id": np.arange(n)}
+        f.mktree("hits", {k: v.dtype for k, v in cols.items()})
+        f["hits"].extend(cols)
+    for step in (3, 100):
+        e5, e6 = root.read(tmp_path / "u.root", step_size=step)
+        np.testing.assert_array_equal(e5.hits["x"], np.flatnonzero(ev == 5))
+        np.testing.assert_array_equal(e6.hits["x"], np.flatnonzero(ev == 6))
+
+
+def test_bad_inputs(tmp_path: Path):
+    events = [random_event(e, 40) for e in (1, 2)]
+    (good,) = root.write(events, tmp_path / "good.root")
+    text = tmp_path / "text.root"
+    text.write_text("not a root file\n")
+    with pytest.raises(InputError, match="cannot open as a ROOT file"):
+        list(read_events(text))
+    cut = tmp_path / "cut.root"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(InputError, match="cut.root"):
+        list(read_events(cut))
+    with pytest.raises(InputError, match="no tree 'tracks'; the file holds hits, particles"):
+        list(read_events(good, hits_tree="tracks"))
+    with uproot.recreate(tmp_path / "nob.root") as f:
+        f.mktree("hits", {"event_id": "int32", "tx": "float32", "ty": "float32", "tz": "float32"})
+    with pytest.raises(InputError, match=r"missing branch\(es\) geometry_id .* it has event_id, tx, ty, tz"):
+        list(read_events(tmp_path / "nob.root"))
+    with pytest.raises(InputError, match="event id.* 99 not found"):
+        list(read_events(good, events=[1, 99]))
+    with pytest.raises(InputError, match="unknown ROOT reader option"):
+        list(read_events(good, smearing=True))
+
+
+def test_writer_rejects_bad_events_and_leaves_nothing(tmp_path: Path):
+    a, b = random_event(1, 10), random_event(1, 12)
+    with pytest.raises(InputError, match="appears twice"):
+        root.write([a, b], tmp_path / "dup.root")
+    c = random_event(2, 10, truth=False)
+    with pytest.raises(InputError, match="truth is missing"):
+        root.write([a, c], tmp_path / "out")
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # no partial file (folders may exist)
