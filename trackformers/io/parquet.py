@@ -200,6 +200,10 @@ def write(events: Iterable[Event], out: Path) -> list[Path]:
                     schema = pa.Schema.from_pandas(df, preserve_index=False)
                     writers[name] = stack.enter_context(pq.ParquetWriter(tmp, schema))
                 w = writers[name]
+                if list(df.columns) != w.schema.names:  # from_pandas would silently drop extra columns
+                    raise InputError(f"{event.source} (event {event.event_id}, {name}): columns "
+                                     f"{', '.join(map(str, df.columns[1:]))} differ from the first event's "
+                                     f"{', '.join(w.schema.names[1:])}; one dataset holds one schema.")
                 try:
                     table = pa.Table.from_pandas(df, schema=w.schema, preserve_index=False)
                 except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, ValueError) as err:
