@@ -1,0 +1,209 @@
+"""``TrackDataModule``: packed varlen batches, limited by total hits, from files or the simulator.
+
+Training data is an endless stream: either events simulated on the fly (a fresh, reproducible seed per event
+and per DataLoader worker, from :func:`trackformers.simulation.simulate_event`) or the training files read
+again and again. Validation / test / predict events are fixed: read from files or simulated once from their
+own seeds (``val_seed`` / ``test_seed``), which never overlap the training stream's seed tree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from trackformers.batch import PackedBatch
+from trackformers.features import FeatureConfig, pack_events
+from trackformers.training import pl
+
+
+def pack_by_hits(
+    events: Iterator[Any], *, max_hits: int, config: FeatureConfig, keep_events: bool = False
+) -> Iterator[PackedBatch]:
+    """Group consecutive events into batches of at most ``max_hits`` hits (a larger event goes alone)."""
+    pending: list[Any] = []
+    total = 0
+    for event in events:
+        n = len(event.hits)
+        if pending and total + n > max_hits:
+            yield pack_events(pending, config, keep_events=keep_events)
+            pending, total = [], 0
+        pending.append(event)
+        total += n
+    if pending:
+        yield pack_events(pending, config, keep_events=keep_events)
+
+
+class SimulatedStream(IterableDataset):
+    """Endless packed batches of simulated events; event i of worker w uses seed (seed, w, i)."""
+
+    def __init__(
+        self, *, seed: int, simulation: dict[str, Any], max_hits: int, config: FeatureConfig
+    ) -> None:
+        super().__init__()
+        self.seed, self.simulation, self.max_hits, self.config = seed, simulation, max_hits, config
+
+    def events(self) -> Iterator[Any]:
+        from trackformers.simulation import simulate_event
+
+        info = get_worker_info()
+        worker = 0 if info is None else info.id
+        i = 0
+        while True:
+            seq = np.random.SeedSequence(self.seed, spawn_key=(worker, i))
+            yield simulate_event(seed=seq, event_id=i, **self.simulation)
+            i += 1
+
+    def __iter__(self) -> Iterator[PackedBatch]:
+        return pack_by_hits(self.events(), max_hits=self.max_hits, config=self.config)
+
+
+class FileStream(IterableDataset):
+    """Packed batches of the events of ``files``, read again on every pass (``repeat``) or once."""
+
+    def __init__(
+        self,
+        *,
+        files: list[str],
+        read_options: dict[str, Any],
+        max_hits: int,
+        config: FeatureConfig,
+        repeat: bool,
+        keep_events: bool = False,
+    ) -> None:
+        super().__init__()
+        self.files, self.read_options, self.max_hits, self.config = files, read_options, max_hits, config
+        self.repeat, self.keep_events = repeat, keep_events
+
+    def events(self) -> Iterator[Any]:
+        from trackformers.io import read_events
+
+        info = get_worker_info()
+        while True:
+            for i, event in enumerate(read_events(self.files, **self.read_options)):
+                if info is None or i % info.num_workers == info.id:
+                    yield event
+            if not self.repeat:
+                return
+
+    def __iter__(self) -> Iterator[PackedBatch]:
+        return pack_by_hits(
+            self.events(), max_hits=self.max_hits, config=self.config, keep_events=self.keep_events
+        )
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+class TrackDataModule(pl.LightningDataModule):
+    """Args:
+    train_files / val_files / test_files / predict_files: paths, folders or globs (any reader format);
+        a stage without files uses the simulator.
+    file_format: force a reader format (None = detect). volumes: TrackML volume ids to keep (e.g.
+        [7, 8, 9] = the pixel detector; None = all).
+    pileup: μ of simulated events. engine: simulation engine. simulation: extra simulator options
+        (e.g. ``{"gun": 20}`` for a particle gun, ``{"noise": 0.1}``).
+    train_seed / val_seed / test_seed: seeds of the three simulated streams (distinct seed trees).
+    n_val_events / n_test_events / n_predict_events: simulated events per fixed stage.
+    max_hits_per_batch: batches hold at most this many hits (one larger event forms a batch alone).
+    features: :class:`FeatureConfig` fields; the CLI links them to the model's.
+    num_workers: DataLoader workers for the training stream.
+    """
+
+    def __init__(
+        self,
+        train_files: list[str] | None = None,
+        val_files: list[str] | None = None,
+        test_files: list[str] | None = None,
+        predict_files: list[str] | None = None,
+        file_format: str | None = None,
+        volumes: list[int] | None = None,
+        pileup: float = 0.0,
+        engine: str = "builtin",
+        simulation: dict[str, Any] | None = None,
+        train_seed: int = 1,
+        val_seed: int = 1_000_003,
+        test_seed: int = 2_000_003,
+        n_val_events: int = 4,
+        n_test_events: int = 4,
+        n_predict_events: int = 2,
+        max_hits_per_batch: int = 60_000,
+        features: dict[str, Any] | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.files = {"train": train_files, "val": val_files, "test": test_files, "predict": predict_files}
+        self.file_format, self.volumes = file_format, volumes
+        self.simulation = {"pileup": pileup, "engine": engine, "volumes": volumes, **(simulation or {})}
+        self.seeds = {"train": train_seed, "val": val_seed, "test": test_seed, "predict": test_seed + 1}
+        self.n_events = {"val": n_val_events, "test": n_test_events, "predict": n_predict_events}
+        self.max_hits = max_hits_per_batch
+        self.config = FeatureConfig(**(features or {}))
+        self.num_workers = num_workers
+        self._fixed: dict[str, list[PackedBatch]] = {}
+
+    def _read_options(self) -> dict[str, Any]:
+        return {"volumes": self.volumes, "format": self.file_format}
+
+    def fixed_events(self, stage: str) -> list[Any]:
+        """The events of a fixed stage (val/test/predict), from files or simulated from the stage's seed."""
+        if self.files[stage]:
+            from trackformers.io import read_events
+
+            return list(read_events(self.files[stage], **self._read_options()))
+        from trackformers.simulation import simulate
+
+        return list(
+            simulate(
+                self.n_events[stage],
+                seed=self.seeds[stage],
+                first_event_id=self.seeds[stage],
+                **self.simulation,
+            )
+        )
+
+    def _fixed_loader(self, stage: str) -> DataLoader:
+        if stage not in self._fixed:
+            events = self.fixed_events(stage)
+            self._fixed[stage] = list(
+                pack_by_hits(iter(events), max_hits=self.max_hits, config=self.config, keep_events=True)
+            )
+        return DataLoader(self._fixed[stage], batch_size=None, collate_fn=_identity)
+
+    def train_dataloader(self) -> DataLoader:
+        if self.files["train"]:
+            data: IterableDataset = FileStream(
+                files=self.files["train"],
+                read_options=self._read_options(),
+                max_hits=self.max_hits,
+                config=self.config,
+                repeat=True,
+            )
+        else:
+            data = SimulatedStream(
+                seed=self.seeds["train"],
+                simulation=self.simulation,
+                max_hits=self.max_hits,
+                config=self.config,
+            )
+        return DataLoader(
+            data,
+            batch_size=None,
+            collate_fn=_identity,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._fixed_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._fixed_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._fixed_loader("predict")
