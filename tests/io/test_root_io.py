@@ -263,3 +263,11 @@ def test_writer_rejects_bad_events_and_leaves_nothing(tmp_path: Path):
     with pytest.raises(InputError, match="truth is missing"):
         root.write([a, c], tmp_path / "out")
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # no partial file (folders may exist)
+
+
+def test_simulated_events_round_trip_through_root(tmp_path: Path):
+    simulation = pytest.importorskip("trackformers.simulation")
+    events = [simulation.simulate_event(seed=s, pileup=2.0, event_id=s, volumes=(7, 8, 9)) for s in (1, 2)]
+    root.write(events, tmp_path / "sim")
+    for a, b in zip(events, read_events(tmp_path / "sim")):
+        assert_events_equal(a, b)
