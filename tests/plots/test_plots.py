@@ -172,6 +172,26 @@ def test_benchmark_series_label_varying_parameters():
     assert series["reference (w=16)"][0] == [1031, 4099, 16381]
 
 
+def test_benchmark_plot_reads_the_benchmark_script_json(tmp_path):
+    """The schema of ``benchmarks/attention.py --json``: lower-case keys, times without _ms, error rows."""
+    rows = [dict(n=n, d=64, w=512, h=8, case=case, backend=b, build=0.1, fwd=f, fwdbwd=3 * f,
+                 layer=3 * f + 0.1, tflops_fwd=1.0)
+            for case in ("1 event", "packed") for b, f0 in (("local", 0.2), ("flex", 0.5))
+            for n, f in ((16384, f0), (65536, 4 * f0))]
+    rows.append(dict(n=131072, d=64, w=512, h=8, case="packed", backend="dense", error="RuntimeError: O(N²)"))
+    path = tmp_path / "attention.json"
+    path.write_text(json.dumps({"env": {"device": "NVIDIA H100"}, "rows": rows, "args": {}}))
+    records = benchmark.load_benchmark(path)
+    assert records[0]["N"] == 16384 and records[0]["fwd_ms"] == 0.2
+    assert records[0]["layer_ms"] == pytest.approx(0.7)
+    fig = benchmark.plot_benchmark(path, where={"case": "packed"})
+    assert [ax.get_title() for ax in fig.axes] == list(benchmark.TIMINGS.values())
+    lines = {ln.get_label(): ln for ln in fig.axes[1].get_lines()}
+    assert set(lines) == {"local", "flex"}  # the error row has no times
+    np.testing.assert_allclose(lines["flex"].get_ydata(), [1.5, 6.0])
+    assert len(benchmark.plot_benchmark(records).axes[0].get_lines()) == 4  # both cases: 2 backends × 2
+
+
 def test_benchmark_bad_input(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"N": 3, "fwd_ms": 1.0}]))

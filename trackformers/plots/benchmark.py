@@ -1,9 +1,10 @@
 """Attention benchmark plot: time (ms) vs sequence length N, one line per backend.
 
-Input is the JSON written by ``benchmarks/attention.py --json``: a list of records (or an object holding
-them under ``"records"``/``"results"``), each with at least ``backend``, ``N`` and one of the timing keys
-``fwd_ms`` / ``fwdbwd_ms`` (milliseconds; missing, null or NaN where a backend did not run).
-Records that differ in head dim ``D`` or window ``w`` are drawn as separate lines.
+Input is the JSON written by ``benchmarks/attention.py --json``: ``{"env": {...}, "rows": [...]}`` with rows
+``{n, d, w, h, case, backend, build, fwd, fwdbwd, layer, ...}`` (times in ms; a row with ``error`` has none),
+or simply a list of records ``{backend, N, D, w, fwd_ms, fwdbwd_ms, ...}``. Both spellings are normalised by
+:func:`normalize` to ``backend, N, D, w, H, case`` and ``{build,fwd,fwdbwd,layer}_ms``. Records that differ
+in ``D``, ``w``, ``case`` or ``dtype`` are drawn as separate lines (or pick some with ``where=``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,21 @@ from matplotlib.figure import Figure
 from trackformers.errors import InputError
 from trackformers.plots.figure import new_figure
 
-#: Timing keys drawn, one panel each, with their panel titles.
-TIMINGS: dict[str, str] = {"fwd_ms": "forward", "fwdbwd_ms": "forward + backward"}
+#: Timing keys drawn, one panel each (when present), with their panel titles.
+TIMINGS: dict[str, str] = {"fwd_ms": "forward", "fwdbwd_ms": "forward + backward",
+                           "layer_ms": "layer (mask build + forward + backward)"}
+#: Spellings of ``benchmarks/attention.py`` rows → the normalised keys.
+ALIASES: dict[str, str] = {"n": "N", "d": "D", "h": "H", "build": "build_ms", "fwd": "fwd_ms",
+                           "fwdbwd": "fwdbwd_ms", "layer": "layer_ms"}
+#: Parameters that split records into separate lines when they vary.
+SERIES_KEYS: tuple[str, ...] = ("D", "w", "H", "case", "dtype")
+
+
+def normalize(record: Mapping[str, Any]) -> dict[str, Any]:
+    """One record with the normalised key names (:data:`ALIASES`); normalised keys win over aliases."""
+    out = {ALIASES.get(k, k): v for k, v in record.items() if k not in ALIASES.values()}
+    out.update({k: v for k, v in record.items() if k in ALIASES.values()})
+    return out
 
 
 def load_benchmark(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -31,10 +45,10 @@ def load_benchmark(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     except (OSError, json.JSONDecodeError) as err:
         raise InputError(f"{path}: cannot read the benchmark JSON ({err}).") from None
     if isinstance(data, Mapping):
-        data = data.get("records", data.get("results"))
+        data = next((data[k] for k in ("rows", "records", "results") if k in data), None)
     if not isinstance(data, list) or not all(isinstance(r, Mapping) for r in data):
-        raise InputError(f"{path}: expected a list of benchmark records (or {{'records': [...]}}).")
-    records = [dict(r) for r in data]
+        raise InputError(f"{path}: expected a list of benchmark records (or {{'rows': [...]}}).")
+    records = [normalize(r) for r in data]
     _check(records, str(path))
     return records
 
@@ -64,10 +78,11 @@ def benchmark_series(records: Sequence[Mapping[str, Any]],
                      timing: str) -> dict[str, tuple[list[int], list[float]]]:
     """Per line label: (N ascending, times in ms) for ``timing``; records without that time are left out.
 
-    Labels are the backend, plus ``D``/``w`` (and ``dtype``) where those vary between records.
+    Labels are the backend, plus those of :data:`SERIES_KEYS` that vary between records.
     """
+    records = [normalize(r) for r in records]
     _check(records, "benchmark records")
-    vary = [k for k in ("D", "w", "dtype") if len({str(r.get(k)) for r in records}) > 1]
+    vary = [k for k in SERIES_KEYS if len({str(r.get(k)) for r in records}) > 1]
     series: dict[str, list[tuple[int, float]]] = {}
     for rec in records:
         t = _time(rec, timing)
@@ -77,14 +92,21 @@ def benchmark_series(records: Sequence[Mapping[str, Any]],
             for label, pts in sorted(series.items())}
 
 
-def plot_benchmark(records: Sequence[Mapping[str, Any]] | str | os.PathLike[str], *,
-                   title: str | None = None) -> Figure:
-    """Time vs N per backend on log–log axes, one panel per timing key present (forward, forward+backward).
+def select(records: Sequence[Mapping[str, Any]], **where: Any) -> list[dict[str, Any]]:
+    """The (normalised) records whose fields equal ``where``, e.g. ``select(rows, D=64, case="packed")``."""
+    return [r for r in map(normalize, records) if all(r.get(k) == v for k, v in where.items())]
 
-    ``records`` is a list of benchmark records or the path of the benchmark JSON.
+
+def plot_benchmark(records: Sequence[Mapping[str, Any]] | str | os.PathLike[str], *,
+                   where: Mapping[str, Any] | None = None, title: str | None = None) -> Figure:
+    """Time vs N per backend on log–log axes, one panel per timing key present (:data:`TIMINGS`).
+
+    ``records`` is a list of benchmark records or the path of the benchmark JSON; ``where`` keeps only the
+    records with those field values (see :func:`select`).
     """
     if isinstance(records, str | os.PathLike):
         records = load_benchmark(records)
+    records = select(records, **dict(where or {}))
     present = [k for k in TIMINGS if any(_time(r, k) is not None for r in records)]
     if not present:
         raise InputError("benchmark records hold no timings; expected fwd_ms and/or fwdbwd_ms values.")
