@@ -73,3 +73,25 @@ def test_select_volumes():
     for bad in ([10], "7,x", []):
         with pytest.raises(InputError):
             select_volumes(bad)
+
+
+def test_module_ids_many_matches_per_layer_reference():
+    from trackformers.simulation.geometry import module_ids_many, module_table
+
+    rng = np.random.default_rng(5)
+    n = 50_021
+    lay = rng.integers(0, len(LAYERS), n)
+    lo = np.array([lv.lo for lv in LAYERS])[lay]
+    hi = np.array([lv.hi for lv in LAYERS])[lay]
+    phi = rng.uniform(-np.pi, np.pi, n)
+    v = rng.uniform(lo - 5, hi + 5)  # a little outside too: clipped to the edge module
+    mod, nbr = module_ids_many(module_table(LAYERS), lay, phi, v)
+    for i, layer in enumerate(LAYERS):
+        sel = lay == i
+        ref_mod, ref_nbr = module_ids(layer, phi[sel], v[sel])
+        np.testing.assert_array_equal(mod[sel], ref_mod)
+        np.testing.assert_array_equal(nbr[sel], ref_nbr)
+    # pixel-only subset: indices refer to that subset's own layers
+    sub = layers_of((7, 8, 9))
+    m2, _ = module_ids_many(module_table(sub), np.zeros(3, dtype=np.int64), phi[:3], np.zeros(3) + sub[0].lo)
+    np.testing.assert_array_equal(m2, module_ids(sub[0], phi[:3], np.zeros(3) + sub[0].lo)[0])

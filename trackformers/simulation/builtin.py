@@ -8,14 +8,15 @@ truth. Units: mm, GeV, T.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
 from trackformers.errors import InputError
-from trackformers.events import Event, conform
+from trackformers.events import DTYPES, HIT_COLUMNS, PARTICLE_COLUMNS, TRUTH_COLUMNS, Event
 from trackformers.simulation import generator, propagation
-from trackformers.simulation.geometry import Layer, layers_of, module_ids, select_volumes
+from trackformers.simulation.geometry import Layer, layers_of, module_ids_many, module_table, select_volumes
 
 
 @dataclass(frozen=True)
@@ -84,32 +85,34 @@ def simulate_event(*, seed: int | np.random.SeedSequence, pileup: float = 0.0, v
         spectrum=generator.Spectrum(pt_min=cfg.pt_min))
     state = {"x": parts["vx"], "y": parts["vy"], "z": parts["vz"], "px": parts["px"], "py": parts["py"],
              "pz": parts["pz"], "q": parts["q"], "mass": parts["mass"]}
-    cross = propagation.propagate(state, propagation.build(layers), rng, bfield=cfg.bfield,
+    cross = propagation.propagate(state, _surfaces(layers), rng, bfield=cfg.bfield,
                                   scattering=cfg.scattering)
-    cross = _overlaps(cross, layers)
+    tab = _layer_table(layers)
+    cross = _overlaps(cross, tab)
     keep = rng.random(len(cross["layer"])) < cfg.efficiency
     cross = {k: v[keep] for k, v in cross.items()}
-    signal = _digitise(cross, layers, rng, smear=cfg.smearing)
+    signal = _digitise(cross, tab, rng, smear=cfg.smearing)
     signal["particle_id"] = parts["particle_id"][cross["particle"]]
-    noise = _noise(np.bincount(cross["layer"], minlength=len(layers)), cfg.noise, layers, rng)
-    hits = {k: np.concatenate([signal[k], noise[k]]) for k in signal}
-    perm = rng.permutation(len(hits["x"]))
-    hits = {k: v[perm] for k, v in hits.items()}
+    noise = _noise(np.bincount(cross["layer"], minlength=len(layers)), cfg.noise, tab, rng)
+    perm = rng.permutation(len(signal["x"]) + len(noise["x"]))
     hit_id = np.arange(1, len(perm) + 1, dtype=np.int64)
+
+    def column(name: str) -> np.ndarray:  # shuffled, in its TrackML dtype
+        return np.concatenate([signal[name], noise[name]])[perm].astype(DTYPES[name], copy=False)
+
+    hits_df = pd.DataFrame({"hit_id": hit_id, **{c: column(c) for c in HIT_COLUMNS if c != "hit_id"}})
+    truth_df = pd.DataFrame({"hit_id": hit_id, **{c: column(c) for c in TRUTH_COLUMNS if c not in
+                                                   ("hit_id", "weight")}})
     nhits = np.bincount(cross["particle"], minlength=len(parts["particle_id"]))
-    hits_df = conform(pd.DataFrame({
-        "hit_id": hit_id, "x": hits["x"], "y": hits["y"], "z": hits["z"], "volume_id": hits["volume_id"],
-        "layer_id": hits["layer_id"], "module_id": hits["module_id"]}))
-    truth_df = conform(pd.DataFrame({
-        "hit_id": hit_id, "particle_id": hits["particle_id"], "tx": hits["tx"], "ty": hits["ty"],
-        "tz": hits["tz"], "tpx": hits["tpx"], "tpy": hits["tpy"], "tpz": hits["tpz"],
-        "weight": np.zeros(len(hit_id), dtype=np.float32)}))
-    particles_df = conform(pd.DataFrame({
-        "particle_id": parts["particle_id"], "particle_type": parts["particle_type"], "vx": parts["vx"],
-        "vy": parts["vy"], "vz": parts["vz"], "px": parts["px"], "py": parts["py"], "pz": parts["pz"],
-        "q": parts["q"], "nhits": nhits.astype(np.int64)}))
+    particles_df = pd.DataFrame({c: (nhits if c == "nhits" else parts[c]).astype(DTYPES[c], copy=False)
+                                 for c in PARTICLE_COLUMNS})
     truth_df["weight"] = _weights(truth_df, particles_df)
     return Event(int(event_id), hits_df, truth_df, particles_df, source="simulator").validate()
+
+
+@lru_cache(maxsize=64)
+def _surfaces(layers: tuple[Layer, ...]) -> propagation.Surfaces:
+    return propagation.build(layers)
 
 
 def _weights(truth: pd.DataFrame, particles: pd.DataFrame) -> np.ndarray:
@@ -121,49 +124,39 @@ def _weights(truth: pd.DataFrame, particles: pd.DataFrame) -> np.ndarray:
     return np.asarray(hit_weights(truth=truth, particles=particles), dtype=np.float32)
 
 
-def _layer_table(layers: tuple[Layer, ...]) -> dict[str, np.ndarray]:
+@lru_cache(maxsize=64)
+def _layer_table(layers: tuple[Layer, ...]) -> dict:
+    """Per-layer arrays ``(L,)`` (ids, kind, position, extent, resolution) and the module table."""
     return {
         "volume_id": np.array([lay.volume_id for lay in layers], dtype=np.int64),
         "layer_id": np.array([lay.layer_id for lay in layers], dtype=np.int64),
-        "disk": np.array([lay.kind == "disk" for lay in layers]),
+        "disk": np.array([lay.kind == "disk" for lay in layers], dtype=bool),
+        "position": np.array([lay.position for lay in layers]),
+        "lo": np.array([lay.lo for lay in layers]),
+        "hi": np.array([lay.hi for lay in layers]),
         "sigma_u": np.array([lay.sigma_u for lay in layers]),
         "sigma_v": np.array([lay.sigma_v for lay in layers]),
+        "modules": module_table(layers),
     }
 
 
-def _modules(layer: np.ndarray, phi: np.ndarray, v: np.ndarray,
-             layers: tuple[Layer, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Module and overlap-neighbour ids ``(H,)`` (see ``module_ids``): one call per layer (sorted once)."""
-    order = np.argsort(layer, kind="stable")
-    bounds = np.searchsorted(layer[order], np.arange(len(layers) + 1))
-    out = np.empty(len(layer), dtype=np.int64)
-    nbr = np.empty(len(layer), dtype=np.int64)
-    for i, lay in enumerate(layers):
-        sel = order[bounds[i]:bounds[i + 1]]
-        if sel.size:
-            out[sel], nbr[sel] = module_ids(lay, phi[sel], v[sel])
-    return out, nbr
-
-
-def _overlaps(cross: dict[str, np.ndarray], layers: tuple[Layer, ...]) -> dict[str, np.ndarray]:
-    """Add the module id of each crossing, plus a second crossing on the neighbour in φ overlaps."""
-    disk = np.array([lay.kind == "disk" for lay in layers], dtype=bool)[cross["layer"]]
-    v = np.where(disk, np.hypot(cross["x"], cross["y"]), cross["z"])
-    module, neighbour = _modules(cross["layer"], np.arctan2(cross["y"], cross["x"]), v, layers)
+def _overlaps(cross: dict[str, np.ndarray], tab: dict) -> dict[str, np.ndarray]:
+    """Add ``phi``, ``r`` and the module id of each crossing, and a second crossing (same true point) on
+    the neighbouring module where the crossing lies in the φ overlap of two modules."""
+    phi = np.arctan2(cross["y"], cross["x"])
+    r = np.hypot(cross["x"], cross["y"])
+    module, neighbour = module_ids_many(tab["modules"], cross["layer"], phi,
+                                        np.where(tab["disk"][cross["layer"]], r, cross["z"]))
     dup = np.flatnonzero(neighbour > 0)
-    out = {k: np.concatenate([val, val[dup]]) for k, val in cross.items()}
+    out = {k: np.concatenate([val, val[dup]]) for k, val in (*cross.items(), ("phi", phi), ("r", r))}
     out["module"] = np.concatenate([module, neighbour[dup]])
     return out
 
 
-def _digitise(cross: dict[str, np.ndarray], layers: tuple[Layer, ...], rng: np.random.Generator, *,
+def _digitise(cross: dict[str, np.ndarray], tab: dict, rng: np.random.Generator, *,
               smear: bool) -> dict[str, np.ndarray]:
     """Measured positions (smeared on the surface: rφ and z on barrels, rφ and r on disks) and ids."""
-    tab = _layer_table(layers)
-    lay = cross["layer"]
-    tx, ty, tz = cross["x"], cross["y"], cross["z"]
-    r = np.hypot(tx, ty)
-    phi = np.arctan2(ty, tx)
+    lay, r, phi, tz = cross["layer"], cross["r"], cross["phi"], cross["z"]
     disk = tab["disk"][lay]
     g = rng.standard_normal((2, len(lay))) if smear else np.zeros((2, len(lay)))
     du, dv = g[0] * tab["sigma_u"][lay], g[1] * tab["sigma_v"][lay]
@@ -172,21 +165,16 @@ def _digitise(cross: dict[str, np.ndarray], layers: tuple[Layer, ...], rng: np.r
     return {
         "x": r_m * np.cos(phi_m), "y": r_m * np.sin(phi_m), "z": np.where(disk, tz, tz + dv),
         "volume_id": tab["volume_id"][lay], "layer_id": tab["layer_id"][lay],
-        "module_id": cross["module"], "tx": tx, "ty": ty, "tz": tz,
+        "module_id": cross["module"], "tx": cross["x"], "ty": cross["y"], "tz": tz,
         "tpx": cross["px"], "tpy": cross["py"], "tpz": cross["pz"],
     }
 
 
-def _noise(per_layer: np.ndarray, fraction: float, layers: tuple[Layer, ...],
-           rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _noise(per_layer: np.ndarray, fraction: float, tab: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Noise hits (particle_id 0): Poisson(fraction × particle hits) per layer, uniform on its surface."""
-    counts = rng.poisson(fraction * per_layer) if fraction > 0 else np.zeros(len(layers), dtype=np.int64)
-    lay = np.repeat(np.arange(len(layers)), counts)
-    tab = _layer_table(layers)
-    pos = np.array([lay_.position for lay_ in layers])[lay]
-    lo = np.array([lay_.lo for lay_ in layers])[lay]
-    hi = np.array([lay_.hi for lay_ in layers])[lay]
-    disk = tab["disk"][lay]
+    counts = rng.poisson(fraction * per_layer) if fraction > 0 else np.zeros(len(per_layer), dtype=np.int64)
+    lay = np.repeat(np.arange(len(per_layer)), counts)
+    pos, lo, hi, disk = tab["position"][lay], tab["lo"][lay], tab["hi"][lay], tab["disk"][lay]
     phi = rng.uniform(-np.pi, np.pi, len(lay))
     u = rng.random(len(lay))
     # Uniform in area: z uniform on a cylinder, r² uniform on a disk.
@@ -196,7 +184,7 @@ def _noise(per_layer: np.ndarray, fraction: float, layers: tuple[Layer, ...],
     zero = np.zeros(len(lay))
     return {
         "x": x, "y": y, "z": z, "volume_id": tab["volume_id"][lay], "layer_id": tab["layer_id"][lay],
-        "module_id": _modules(lay, phi, np.where(disk, r, z), layers)[0],
+        "module_id": module_ids_many(tab["modules"], lay, phi, np.where(disk, r, z))[0],
         "tx": x, "ty": y, "tz": z, "tpx": zero, "tpy": zero, "tpz": zero,
         "particle_id": np.zeros(len(lay), dtype=np.int64),
     }

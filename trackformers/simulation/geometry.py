@@ -171,3 +171,50 @@ def module_ids(layer: Layer, phi: np.ndarray, v: np.ndarray) -> tuple[np.ndarray
     step = np.where(frac < half, -1, np.where(frac >= 1 - half, 1, 0))
     neighbour = np.where(step != 0, 1 + base + (i_phi + step) % n_phi, 0)
     return 1 + base + i_phi, neighbour
+
+
+@dataclass(frozen=True)
+class ModuleTable:
+    """Per-layer segmentation arrays for :func:`module_ids_many` (rings padded to the widest disk)."""
+
+    lo: np.ndarray        # (L,) mm
+    span: np.ndarray      # (L,) mm
+    n_long: np.ndarray    # (L,) modules along z / rings along r
+    n_phi: np.ndarray     # (L, K) modules around φ per z row (barrel: same for all) or per ring
+    offset: np.ndarray    # (L, K) id offset of the row / ring
+    overlap: np.ndarray   # (L,)
+
+
+@lru_cache(maxsize=64)
+def module_table(layers: tuple[Layer, ...]) -> ModuleTable:
+    """Segmentation of ``layers`` as arrays (cached per layer tuple)."""
+    k = max(lay.n_long for lay in layers) if layers else 1
+    n_phi = np.ones((len(layers), k), dtype=np.int64)
+    offset = np.zeros((len(layers), k), dtype=np.int64)
+    for i, lay in enumerate(layers):
+        ring = np.full(lay.n_long, lay.n_phi, dtype=np.int64) if lay.kind == "barrel" else lay.ring_n_phi()
+        n_phi[i, :lay.n_long] = ring
+        offset[i, :lay.n_long] = np.concatenate([[0], np.cumsum(ring)[:-1]])
+    return ModuleTable(np.array([lay.lo for lay in layers]), np.array([lay.hi - lay.lo for lay in layers]),
+                       np.array([lay.n_long for lay in layers], dtype=np.int64), n_phi, offset,
+                       np.array([lay.overlap for lay in layers]))
+
+
+def module_ids_many(table: ModuleTable, layer: np.ndarray, phi: np.ndarray,
+                    v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`module_ids` for points on many layers at once (``layer`` indexes the table's layers).
+
+    Same results as calling :func:`module_ids` layer by layer, in a fixed number of array operations.
+    """
+    n_long = table.n_long[layer]
+    i_long = ((v - table.lo[layer]) / table.span[layer] * n_long).astype(np.int64)
+    i_long = np.clip(i_long, 0, n_long - 1)
+    n_phi = table.n_phi[layer, i_long]
+    base = table.offset[layer, i_long]
+    u = ((phi / (2 * np.pi)) % 1.0) * n_phi
+    i_phi = np.minimum(u.astype(np.int64), n_phi - 1)
+    frac = u - i_phi
+    half = 0.5 * table.overlap[layer]
+    step = np.where(frac < half, -1, np.where(frac >= 1 - half, 1, 0))
+    neighbour = np.where(step != 0, 1 + base + (i_phi + step) % n_phi, 0)
+    return 1 + base + i_phi, neighbour

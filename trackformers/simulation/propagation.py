@@ -11,7 +11,8 @@ particles start next to the beam line), so each particle only needs its *next* c
 disk plane: every step computes both crossings for all live particles, moves each to the nearer one,
 records a hit when the crossing lies inside the layer's active extent, and scatters the direction there
 (Highland). A particle stops after half a turn or when no surface is left. The loop runs over steps
-(at most the number of cylinders plus disk planes on one side), never over particles.
+(at most the number of cylinders plus disk planes on one side), never over particles; a particle retires once it is past the outermost
+active radius.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Surfaces:
     plane_rhi: np.ndarray    # (2, P+1, S) mm
     x0: np.ndarray           # (L,) x/X0 per layer
     normal_is_z: np.ndarray  # (L,) bool, True for disks
+    r_outer: float           # no active area beyond this radius, mm
 
 
 def build(layers: tuple[Layer, ...]) -> Surfaces:
@@ -71,8 +73,10 @@ def build(layers: tuple[Layer, ...]) -> Surfaces:
             for j, i in enumerate(planes[az]):
                 plane_layer[side, k, j] = i
                 plane_rlo[side, k, j], plane_rhi[side, k, j] = layers[i].lo, layers[i].hi
+    r_outer = max([lay.position if lay.kind == "barrel" else lay.hi for lay in layers] + [0.0])
     return Surfaces(cyl_r, cyl_layer, cyl_zlo, cyl_zhi, plane_z, plane_layer, plane_rlo, plane_rhi,
-                    np.array([lay.x0 for lay in layers]), np.array([lay.kind == "disk" for lay in layers]))
+                    np.array([lay.x0 for lay in layers]), np.array([lay.kind == "disk" for lay in layers]),
+                    float(r_outer))
 
 
 def cylinder_turn(x: np.ndarray, y: np.ndarray, ux: np.ndarray, uy: np.ndarray, nx: np.ndarray,
@@ -86,7 +90,7 @@ def cylinder_turn(x: np.ndarray, y: np.ndarray, ux: np.ndarray, uy: np.ndarray, 
     """
     b = x * nx + y * ny
     cx, cy = x + radius * nx, y + radius * ny
-    d = np.hypot(cx, cy)
+    d = np.sqrt(cx * cx + cy * cy)  # sqrt is SIMD in numpy, hypot is not; no overflow at these scales
     delta = (x * x + y * y + 2 * radius * b) / (d + radius)
     with np.errstate(invalid="ignore", divide="ignore"):
         s2 = (r_cyl * r_cyl - delta * delta) / (4 * radius * d)
@@ -94,9 +98,12 @@ def cylinder_turn(x: np.ndarray, y: np.ndarray, ux: np.ndarray, uy: np.ndarray, 
     eps = np.arctan2(nx * y - ny * x, b + radius)
     h = np.sign(ux * ny - uy * nx)  # +1 for counter-clockwise motion
     two_pi = 2 * np.pi
-    t1 = np.mod(h * (eps + gamma), two_pi)
-    t2 = np.mod(h * (eps - gamma), two_pi)
-    t = np.minimum(np.where(t1 > 0, t1, two_pi), np.where(t2 > 0, t2, two_pi))
+    # eps, gamma in [-π, π]: the candidates lie in (-2π, 2π); map into (0, 2π].
+    t1 = h * (eps + gamma)
+    t2 = h * (eps - gamma)
+    t1 = np.where(t1 > 0, t1, t1 + two_pi)
+    t2 = np.where(t2 > 0, t2, t2 + two_pi)
+    t = np.minimum(t1, t2)
     ok = (s2 >= 0) & (s2 <= 1) & np.isfinite(r_cyl)
     return np.where(ok, t, np.inf)
 
@@ -117,73 +124,74 @@ def propagate(state: dict[str, np.ndarray], surfaces: Surfaces, rng: np.random.G
         ``x, y, z`` true position (mm), ``px, py, pz`` momentum arriving at the surface (GeV), in the order
         of the steps (each particle's crossings in the order it made them).
     """
-    n = len(state["x"])
-    x, y, z = (np.asarray(state[k], dtype=np.float64).copy() for k in ("x", "y", "z"))
-    px, py, pz = (np.asarray(state[k], dtype=np.float64).copy() for k in ("px", "py", "pz"))
-    q = np.asarray(state["q"], dtype=np.float64)
-    mass = np.asarray(state["mass"], dtype=np.float64)
     kb = C_LIGHT * bfield
-    h_all = -np.sign(q * bfield)  # turning direction of φ
-    side_all = (pz > 0).astype(np.int64)
-    next_cyl = np.zeros(n, dtype=np.int64)
-    next_plane = np.zeros(n, dtype=np.int64)
-    turned = np.zeros(n)
-    live = np.flatnonzero((q != 0) & (np.hypot(px, py) > 0))
-    out: dict[str, list[np.ndarray]] = {k: [] for k in ("particle", "layer", "x", "y", "z", "px", "py", "pz")}
+    q = np.asarray(state["q"], dtype=np.float64)
+    # Live particles only, compacted every step: F holds float rows, I integer rows (one gather each).
+    F = np.stack([np.asarray(state[k], dtype=np.float64) for k in ("x", "y", "z", "px", "py", "pz", "mass")]
+                 + [-np.sign(q * bfield), np.zeros(len(q))])  # turning direction of φ, turned angle
+    I = np.stack([np.arange(len(q)), (F[5] > 0).astype(np.int64), np.zeros(len(q), np.int64),
+                  np.zeros(len(q), np.int64)])  # particle, side (pz > 0), next cylinder, next plane
+    keep = (q != 0) & (np.hypot(F[3], F[4]) > 0)
+    F, I = F[:, keep], I[:, keep]
+    records: list[np.ndarray] = []
+    layers_hit: list[np.ndarray] = []
     max_steps = len(surfaces.cyl_r) + surfaces.plane_z.shape[1]
     for _ in range(max_steps):
-        if live.size == 0:
+        if F.shape[1] == 0:
             break
-        a = live
-        xa, ya, za, pxa, pya, pza, ha = x[a], y[a], z[a], px[a], py[a], pz[a], h_all[a]
-        pt = np.hypot(pxa, pya)
+        x, y, z, px, py, pz, _, h, turned = F
+        side, ic, ip = I[1], I[2], I[3]
+        pt = np.sqrt(px * px + py * py)
         radius = pt / kb
-        ux, uy = pxa / pt, pya / pt
-        nx, ny = -ha * uy, ha * ux
-        ic, ip, side = next_cyl[a], next_plane[a], side_all[a]
-        t_cyl = cylinder_turn(xa, ya, ux, uy, nx, ny, radius, surfaces.cyl_r[ic])
-        zp = surfaces.plane_z[side, ip]
+        ux, uy = px / pt, py / pt
+        t_cyl = cylinder_turn(x, y, ux, uy, -h * uy, h * ux, radius, surfaces.cyl_r[ic])
         with np.errstate(divide="ignore", invalid="ignore"):
-            t_plane = (zp - za) * kb / pza
-        t_plane = np.where(np.isfinite(t_plane) & (t_plane > 0), t_plane, np.inf)
+            t_plane = (surfaces.plane_z[side, ip] - z) * kb / pz
+        t_plane[~(t_plane > 0)] = np.inf  # NaN (pz = 0) and backwards
         is_cyl = t_cyl <= t_plane
         t = np.where(is_cyl, t_cyl, t_plane)
-        go = np.isfinite(t) & (turned[a] + t <= np.pi)
-        a, t, is_cyl = a[go], t[go], is_cyl[go]
-        xa, ya, za, pxa, pya, pza = xa[go], ya[go], za[go], pxa[go], pya[go], pza[go]
-        radius, ux, uy, nx, ny, ha, pt = radius[go], ux[go], uy[go], nx[go], ny[go], ha[go], pt[go]
-        ic, ip, side, zp = ic[go], ip[go], side[go], zp[go]
+        go = turned + t <= np.pi  # False for inf: no surface left, or beyond half a turn
+        if not go.all():
+            F, I, t, is_cyl = F[:, go], I[:, go], t[go], is_cyl[go]
+            x, y, z, px, py, pz, mass, h, turned = F
+            side, ic, ip = I[1], I[2], I[3]
+            pt = np.sqrt(px * px + py * py)
+            radius = pt / kb
+            ux, uy = px / pt, py / pt
+        mass = F[6]
         # Move to the crossing.
         st, s_half = np.sin(t), np.sin(0.5 * t)
-        bend = 2 * radius * s_half * s_half
-        xn = xa + radius * st * ux + bend * nx
-        yn = ya + radius * st * uy + bend * ny
-        zn = np.where(is_cyl, za + radius * t * pza / pt, zp)
-        ct, sh = np.cos(t), ha * st
-        pxn, pyn = pxa * ct - pya * sh, pxa * sh + pya * ct
+        bend = 2 * radius * s_half * s_half  # R (1 - cos t), without cancellation
+        xn = x + radius * st * ux - bend * h * uy
+        yn = y + radius * st * uy + bend * h * ux
+        zn = np.where(is_cyl, z + radius * t * pz / pt, surfaces.plane_z[side, ip])
+        ct, sh = 1 - 2 * s_half * s_half, h * st
+        pxn, pyn = px * ct - py * sh, px * sh + py * ct
         # Which layer (if any) was crossed inside its active area.
-        layer = np.full(len(a), -1, dtype=np.int64)
-        cl = surfaces.cyl_layer[ic]
-        inside = is_cyl & (zn >= surfaces.cyl_zlo[ic]) & (zn <= surfaces.cyl_zhi[ic])
-        layer[inside] = cl[inside]
-        rn = np.hypot(xn, yn)
+        layer = np.where(is_cyl & (zn >= surfaces.cyl_zlo[ic]) & (zn <= surfaces.cyl_zhi[ic]),
+                         surfaces.cyl_layer[ic], -1)
+        rn = np.sqrt(xn * xn + yn * yn)
+        disk = ~is_cyl
         for j in range(surfaces.plane_layer.shape[2]):
-            sec = ~is_cyl & (rn >= surfaces.plane_rlo[side, ip, j]) & (rn <= surfaces.plane_rhi[side, ip, j])
-            layer[sec] = surfaces.plane_layer[side, ip, j][sec]
+            sec = disk & (rn >= surfaces.plane_rlo[side, ip, j]) & (rn <= surfaces.plane_rhi[side, ip, j])
+            layer = np.where(sec, surfaces.plane_layer[side, ip, j], layer)
         hit = layer >= 0
-        for key, val in (("particle", a[hit]), ("layer", layer[hit]), ("x", xn[hit]), ("y", yn[hit]),
-                         ("z", zn[hit]), ("px", pxn[hit]), ("py", pyn[hit]), ("pz", pza[hit])):
-            out[key].append(val)
-        pzn = pza
+        new = np.stack([xn, yn, zn, pxn, pyn, pz])
+        records.append(np.concatenate([I[0][hit][None].astype(np.float64), new[:, hit]]))
+        layers_hit.append(layer[hit])
         if scattering and hit.any():
-            pxn, pyn, pzn = _scatter(pxn, pyn, pza, xn, yn, rn, hit, layer, mass[a], surfaces, rng)
-        x[a], y[a], z[a], px[a], py[a], pz[a] = xn, yn, zn, pxn, pyn, pzn
-        turned[a] += t
-        next_cyl[a] += is_cyl
-        next_plane[a] += ~is_cyl
-        live = a
-    return {k: (np.concatenate(v) if v else np.zeros(0, dtype=np.int64 if k in ("particle", "layer")
-                                                     else np.float64)) for k, v in out.items()}
+            new[3], new[4], new[5] = _scatter(pxn, pyn, pz, xn, yn, rn, hit, layer, mass, surfaces, rng)
+        F[:6] = new
+        # Radius only grows during the first half turn: past the outermost active radius nothing is left
+        # (an infinite turned angle retires the particle at the next step).
+        F[8] += np.where(rn < surfaces.r_outer - 1e-6, t, np.inf)
+        I[2] += is_cyl
+        I[3] += disk
+    rec = np.concatenate(records, axis=1) if records else np.zeros((7, 0))
+    out = {"particle": rec[0].astype(np.int64),
+           "layer": np.concatenate(layers_hit) if layers_hit else np.zeros(0, dtype=np.int64)}
+    out.update(zip(("x", "y", "z", "px", "py", "pz"), rec[1:], strict=True))
+    return out
 
 
 def _scatter(px: np.ndarray, py: np.ndarray, pz: np.ndarray, x: np.ndarray, y: np.ndarray, r: np.ndarray,
@@ -201,11 +209,12 @@ def _scatter(px: np.ndarray, py: np.ndarray, pz: np.ndarray, x: np.ndarray, y: n
     beta = p / np.sqrt(p * p + mass[i] ** 2)
     theta0 = 0.0136 / (beta * p) * np.sqrt(thick) * (1 + 0.038 * np.log(thick))
     g = rng.standard_normal((2, len(i))) * theta0
-    s = np.hypot(dx, dy)
+    s = np.sqrt(dx * dx + dy * dy)
     # e1: transverse, perpendicular to the direction; e2 = d × e1.
     e1x, e1y = -dy / s, dx / s
     e2x, e2y, e2z = -dz * dx / s, -dz * dy / s, s
-    t1, t2 = np.tan(g[0]), np.tan(g[1])
+    # Projected angles θ1, θ2 (θ0 is almost always far below 0.1 rad, where tan θ = θ to 0.3%).
+    t1, t2 = g[0], g[1]
     nx_, ny_, nz_ = dx + t1 * e1x + t2 * e2x, dy + t1 * e1y + t2 * e2y, dz + t2 * e2z
     norm = p / np.sqrt(nx_ * nx_ + ny_ * ny_ + nz_ * nz_)
     px[i], py[i], pz[i] = nx_ * norm, ny_ * norm, nz_ * norm
