@@ -170,7 +170,8 @@ def _digitise(cross: dict[str, np.ndarray], tab: dict, rng: np.random.Generator,
     }
 
 
-def _noise(per_layer: np.ndarray, fraction: float, tab: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _noise(per_layer: np.ndarray, fraction: float, tab: dict,
+           rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Noise hits (particle_id 0): Poisson(fraction × particle hits) per layer, uniform on its surface."""
     counts = rng.poisson(fraction * per_layer) if fraction > 0 else np.zeros(len(per_layer), dtype=np.int64)
     lay = np.repeat(np.arange(len(per_layer)), counts)

@@ -10,9 +10,9 @@ Barrel layers are crossed in order of radius and disks in order of |z| during th
 particles start next to the beam line), so each particle only needs its *next* cylinder and its *next*
 disk plane: every step computes both crossings for all live particles, moves each to the nearer one,
 records a hit when the crossing lies inside the layer's active extent, and scatters the direction there
-(Highland). A particle stops after half a turn or when no surface is left. The loop runs over steps
-(at most the number of cylinders plus disk planes on one side), never over particles; a particle retires once it is past the outermost
-active radius.
+(Highland). A particle stops after half a turn, when no surface is left, or once it is past the
+outermost active radius. The loop runs over steps (at most the number of cylinders plus disk planes on
+one side), never over particles.
 """
 
 from __future__ import annotations
