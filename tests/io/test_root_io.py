@@ -56,7 +56,7 @@ def test_geometry_id_decode_matches_acts_layout():
         "volume_id": 3, "boundary_id": 5, "layer_id": 7, "approach_id": 9, "sensitive_id": 11, "extra_id": 13}
 
 
-EVENT_SIZES = [(3, 101), (1000, 257), (7, 13), (11, 1)]
+EVENT_SIZES = [(3, 101), (1000, 257), (5, 0), (7, 13), (11, 1)]
 
 
 @pytest.mark.parametrize("target", ["events.root", "folder"])
@@ -67,9 +67,12 @@ def test_our_files_read_back_identically_as_ttrees(tmp_path: Path, target: str):
     assert isinstance(hits_file["hits"], uproot.TTree)
     assert hits_file["hits"].num_entries == sum(n for _, n in EVENT_SIZES)
     parts_file = uproot.open(paths[-1])
-    assert isinstance(parts_file["particles"], uproot.TTree) and parts_file["particles"].num_entries == 4
+    assert isinstance(parts_file["particles"], uproot.TTree)
+    assert parts_file["particles"].num_entries == len(EVENT_SIZES)
     if target == "folder":
         assert [p.name for p in paths] == ["hits.root", "particles.root"]
+    only = list(root.read(tmp_path / target, events={5, 7}))  # an event without hits survives too
+    assert [(e.event_id, len(e)) for e in only] == [(5, 0), (7, 13)]
     for step in (root.STEP_SIZE, 7):  # batched reads across chunk boundaries give the same events
         back = list(root.read(tmp_path / target, step_size=step))
         assert [e.event_id for e in back] == [e for e, _ in EVENT_SIZES]

@@ -20,7 +20,7 @@ import pandas as pd
 
 from trackformers.events import Event, conform
 from trackformers.io.acts_ids import BARCODE_FIELDS, decode_geometry_id, pack_barcode
-from trackformers.io.root_table import STEP_SIZE, EventIndex, Table, open_file
+from trackformers.io.root_table import STEP_SIZE, EventIndex, Table, open_file, to_numpy
 
 #: Title our writer gives its trees; only then are unknown branches read back as extra columns.
 OUR_TITLE = "trackformers"
@@ -212,6 +212,18 @@ def particles_file(hits_path: Path, hits_file, tree: str) -> tuple[Path, object]
     return None
 
 
+def event_order(path: Path, file, index: EventIndex) -> list[int]:  # noqa: ANN001
+    """Event ids in file order: our ``events`` tree (which also lists events without hits) when present,
+    else the order of first appearance in the hits table."""
+    if "events" in [k.split(";")[0] for k in file.keys(recursive=False)]:
+        table = Table(path, file, "events")
+        if table.title == OUR_TITLE and "event_id" in table.keys:
+            ids = to_numpy(table.read(["event_id"], 0, table.num_entries)["event_id"]).astype(np.int64)
+            listed = set(ids.tolist())
+            return ids.tolist() + [e for e in index.ranges if e not in listed]
+    return list(index.ranges)
+
+
 def read_file(path: Path, *, volumes: Sequence[int] | None, events: set[int] | None, smear_hits: bool = False,
               seed: int = 0, step_size: int = STEP_SIZE, hits_tree: str = "hits",
               particles_tree: str = "particles") -> Iterator[Event]:
@@ -220,7 +232,7 @@ def read_file(path: Path, *, volumes: Sequence[int] | None, events: set[int] | N
     table = Table(path, f, hits_tree)
     plan = hit_plan(table)
     index = EventIndex(table, plan.position[0], step_size=step_size)
-    wanted = [e for e in index.ranges if events is None or e in events]
+    wanted = [e for e in event_order(path, f, index) if events is None or e in events]
     if not wanted:
         return
     piter, pindex, pcols, pid = None, None, [], ()
@@ -231,7 +243,12 @@ def read_file(path: Path, *, volumes: Sequence[int] | None, events: set[int] | N
         pindex = EventIndex(ptable, "px", step_size=step_size)
         piter = pindex.iter_events([e for e in wanted if e in pindex.ranges], pcols, lengths_of=pcols)
     lengths = plan.columns if index.jagged else ()
-    for eid, data in index.iter_events(wanted, plan.columns, lengths_of=lengths):
+    hits_iter = index.iter_events([e for e in wanted if e in index.ranges], plan.columns, lengths_of=lengths)
+    for eid in wanted:
+        if eid in index.ranges:
+            _, data = next(hits_iter)
+        else:  # listed in our 'events' tree but without hits
+            data = {c: np.zeros(0, dtype=np.float32) for c in plan.columns}
         particles = None
         if piter is not None:
             if eid in pindex.ranges:

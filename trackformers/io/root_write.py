@@ -5,7 +5,8 @@ ACTS pair ``hits.root`` + ``particles.root``. Trees are TTrees made with ``mktre
 5.7, ``file[name] = dict`` would write an RNTuple). Beside the ACTS branches the hits tree carries ``hit_id``,
 the measured ``x, y, z`` and the TrackML ``weight`` and the particles tree ``nhits``, so a round trip through
 our reader is lossless. Events are buffered into batches of about ``BATCH_ROWS`` hits, so memory stays
-bounded for any number of events. Files are written under temporary names and renamed at the end.
+bounded for any number of events. A third small tree ``events`` lists the event ids in order, so events
+without hits survive too. Files are written under temporary names and renamed at the end.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class _Writer:
         self.pbuf: list[tuple[int, dict[str, np.ndarray]]] = []
         self.rows = 0
         self.seen: set[int] = set()
+        self.order: list[int] = []
 
     def add(self, event: Event) -> None:
         if not 0 <= event.event_id < 2**32:
@@ -118,6 +120,7 @@ class _Writer:
         if event.event_id in self.seen:
             raise InputError(f"{event.source}: event id {event.event_id} appears twice; expected unique ids.")
         self.seen.add(event.event_id)
+        self.order.append(event.event_id)
         if self.hit_types is None:
             self.hit_types = _hit_types(event)
             self.hits_tree = self.hits_file.mktree("hits", self.hit_types, title=OUR_TITLE)
@@ -180,4 +183,8 @@ def write(events: Iterable[Event], out: Path) -> list[Path]:
             types = {"event_id": "uint32", "geometry_id": "uint64", **{c: "uint32" for c in GEO_FIELDS},
                      "hit_id": "int64", "x": "float32", "y": "float32", "z": "float32"}
             hits_file.mktree("hits", types, title=OUR_TITLE)
+        # event ids in order, so that events without hits survive (ACTS readers ignore this tree)
+        events_tree = hits_file.mktree("events", {"event_id": "uint32"}, title=OUR_TITLE)
+        if writer.order:
+            events_tree.extend({"event_id": np.array(writer.order, dtype=np.uint32)})
     return finals
