@@ -18,7 +18,7 @@ from trackformers.attention.local.kernels_bwd import (
     local_attn_bwd_dkdv,
     local_attn_bwd_dq,
 )
-from trackformers.attention.local.kernels_fwd import local_attn_fwd
+from trackformers.attention.local.kernels_fwd import block_table_kernel, local_attn_fwd
 
 LOG2E = 1.4426950408889634
 #: Test hook: when True, output buffers are filled with NaN before each launch (so unwritten rows show).
@@ -29,23 +29,13 @@ def block_table(cu_seqlens: torch.Tensor, n_total: int, block: int) -> tuple[tor
     """Map programs to blocks: (blk_event, blk_start), each (cdiv(N_total, block) + E,) int32.
 
     Program p handles rows [blk_start[p], blk_start[p] + block) of event blk_event[p] (-1: unused program).
-    O(N/block + E) device work and no host synchronisation: the grid size comes from shapes alone.
+    One single-program launch on the device, no host synchronisation: the grid size comes from shapes alone.
     """
-    cu = cu_seqlens.to(torch.int64)
-    n_events = cu.numel() - 1
+    n_events = cu_seqlens.numel() - 1
     n_prog = triton.cdiv(n_total, block) + n_events
-    lengths = cu[1:] - cu[:-1]
-    nblk = (lengths + block - 1) // block
-    ends = torch.cumsum(nblk, 0)
-    p = torch.arange(n_prog, device=cu.device)
-    ev = torch.searchsorted(ends, p, right=True)
-    valid = ev < n_events
-    evc = ev.clamp(max=max(n_events - 1, 0))
-    first = ends[evc] - nblk[evc] if n_events else p
-    start = (p - first) * block
-    blk_event = torch.where(valid, ev, -1).to(torch.int32)
-    blk_start = torch.where(valid, start, 0).to(torch.int32)
-    return blk_event, blk_start
+    table = torch.empty((2, n_prog), dtype=torch.int32, device=cu_seqlens.device)
+    block_table_kernel[(1,)](cu_seqlens, table[0], table[1], n_events, n_prog, BLOCK=block, CHUNK=1024)
+    return table[0], table[1]
 
 
 class _Tables:

@@ -22,6 +22,28 @@ import triton.language as tl
 
 
 @triton.jit
+def block_table_kernel(CU, BLK_EVENT, BLK_START, n_events, n_prog, BLOCK: tl.constexpr, CHUNK: tl.constexpr):
+    """One program writes the whole (event, block start) table: a serial walk over events, vector stores
+    within each; unused trailing entries get event -1. One launch instead of a chain of small torch ops."""
+    offs = tl.arange(0, CHUNK)
+    pos = 0
+    for e in range(n_events):
+        length = tl.load(CU + e + 1) - tl.load(CU + e)
+        nb = tl.cdiv(length, BLOCK)
+        for j0 in range(0, nb, CHUNK):
+            j = j0 + offs
+            ok = j < nb
+            tl.store(BLK_EVENT + pos + j, tl.zeros([CHUNK], tl.int32) + e, mask=ok)
+            tl.store(BLK_START + pos + j, j * BLOCK, mask=ok)
+        pos += nb
+    for p0 in range(pos, n_prog, CHUNK):
+        p = p0 + offs
+        ok = p < n_prog
+        tl.store(BLK_EVENT + p, tl.full([CHUNK], -1, tl.int32), mask=ok)
+        tl.store(BLK_START + p, tl.zeros([CHUNK], tl.int32), mask=ok)
+
+
+@triton.jit
 def band_range(m0, L, w, BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, FULL_W: tl.constexpr):
     """For an outer block [m0, m0+BLOCK) of an event of length L: (lo, hi, n_tiles, k_a, k_b).
 

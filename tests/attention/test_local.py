@@ -1,0 +1,113 @@
+"""The ``local`` Triton kernels against the ``reference`` backend (float64), forward and backward.
+
+On CPU the kernels run in Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1) with the small
+pinned tile configuration (config.INTERPRETER: 32×16 forward tiles), so inputs of a few hundred hits
+already cover several tiles, interior (unmasked) tiles, edge tiles and the φ seam.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from trackformers.attention.api import AttentionLayout, attend, can_run
+from trackformers.attention.local import function as F
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _seed() -> int:
+    seed = int.from_bytes(os.urandom(4), "little")
+    torch.manual_seed(seed)
+    return seed
+
+
+def _close(got: torch.Tensor, ref: torch.Tensor, rtol: float) -> tuple[bool, float]:
+    """‖got − ref‖ <= rtol·‖ref‖, plus an RMS floor of 0.1·rtol (inputs are O(1)) for all-zero references
+    such as dq at w = 0."""
+    err = (got.double() - ref).norm().item()
+    bound = rtol * ref.norm().item() + rtol * 0.1 * ref.numel() ** 0.5
+    return err <= bound, err / max(ref.norm().item(), 1e-30)
+
+
+def _compare(lengths, window, *, h=2, d=16, dtype=torch.float32, groups=False, grad=True, rtol=1e-5):
+    seed = _seed()
+    n = sum(lengths)
+    base = AttentionLayout.from_lengths(lengths, device=DEV)
+    g = torch.randint(0, 3, (n,), device=DEV) if groups else None
+    layout = AttentionLayout(base.cu_seqlens, base.max_seqlen, window=window, groups=g)
+    x64 = [torch.randn(n, h, d, device=DEV, dtype=torch.float64) for _ in range(4)]
+    ref_in = [t.clone().requires_grad_(grad) for t in x64[:3]]
+    ref = attend(*ref_in, layout, backend="reference")
+    ins = [t.to(dtype).requires_grad_(grad) for t in x64[:3]]
+    out = attend(*ins, layout, backend="local")
+    pairs = [("out", out, ref)]
+    if grad:
+        ref.backward(x64[3])
+        out.backward(x64[3].to(dtype))
+        pairs += [(nm, a.grad, b.grad) for nm, a, b in zip(("dq", "dk", "dv"), ins, ref_in)]
+    for name, got, want in pairs:
+        assert got.dtype == dtype and got.shape == want.shape
+        assert torch.isfinite(got).all(), f"{name} has NaN: unwritten rows (seed {seed})"
+        ok, rel = _close(got, want, rtol)
+        assert ok, f"{name}: relative error {rel:.2e} > {rtol} (lengths {lengths}, w {window}, seed {seed})"
+
+
+@pytest.fixture(autouse=True)
+def _poison(monkeypatch):
+    """Every output buffer starts as NaN, so a row the kernels forget to write fails the isfinite check."""
+    monkeypatch.setattr(F, "POISON", True)
+
+
+@pytest.mark.parametrize("lengths,window", [
+    ([211], 40),            # prime length; interior tiles, edge tiles and the seam on both sides
+    ([1, 37, 0, 61], 5),    # a single hit, an empty event, primes
+    ([97], 0),              # w = 0: each hit attends only to itself
+    ([53, 29], 1000),       # window larger than the events: full attention per event
+    ([64], 31),             # 2w + 1 = L - 1: the band misses exactly one key
+    ([70], 33),             # 2w + 1 = L - 3 with the block span covering the ring
+])
+def test_local_fp32_matches_reference(lengths, window):
+    _compare(lengths, window)
+
+
+def test_local_no_window_and_groups_fp32():
+    _compare([45, 0, 130], None, d=32)
+    _compare([150, 7], 20, groups=True)
+
+
+def test_local_fp16_matches_reference():
+    _compare([131, 2, 17], 24, d=32, dtype=torch.float16, rtol=2e-3)
+
+
+def test_local_inference_saves_nothing_and_strided_views():
+    """No grad: the forward alone; q, k, v as views of one fused (N, 3, H, D) projection, no copies."""
+    _seed()
+    lengths = [83, 41]
+    layout = AttentionLayout.from_lengths(lengths, device=DEV, window=12)
+    qkv = torch.randn(sum(lengths), 3, 2, 16, device=DEV, dtype=torch.float64)
+    ref = attend(qkv[:, 0], qkv[:, 1], qkv[:, 2], layout, backend="reference")
+    x = qkv.float()
+    with torch.no_grad():
+        out = attend(x[:, 0], x[:, 1], x[:, 2], layout, backend="local", scale=0.3)
+        ref = attend(qkv[:, 0], qkv[:, 1], qkv[:, 2], layout, backend="reference", scale=0.3)
+    assert out.is_contiguous() and _close(out, ref, 1e-5)[0]
+
+
+def test_block_table_maps_every_row_once():
+    cu = torch.tensor([0, 5, 5, 40, 41], dtype=torch.int32, device=DEV)
+    ev, start = F.block_table(cu, 41, 16)
+    assert ev.tolist() == [0, 2, 2, 2, 3, -1, -1] and start.tolist() == [0, 0, 16, 32, 0, 0, 0]
+
+
+def test_can_run_says_why_not():
+    layout = AttentionLayout.from_lengths([10], window=3)
+    q = torch.zeros(10, 1, 16)
+    assert "head dim" in can_run("local", torch.zeros(10, 1, 24, device=DEV), layout)
+    assert "dtype" in can_run("local", torch.zeros(10, 1, 16, dtype=torch.float64, device=DEV), layout)
+    cone = AttentionLayout(layout.cu_seqlens, 10, 3, eta_phi=torch.zeros(10, 2), cone=0.1)
+    assert "cone" in can_run("local", q.to(DEV), cone)
+    if DEV == "cpu" and os.environ.get("TRITON_INTERPRET") == "1":
+        assert "interpreter" in can_run("local", q.bfloat16(), layout)
