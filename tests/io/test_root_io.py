@@ -208,6 +208,39 @@ def test_jagged_per_event_layout(tmp_path: Path):
         list(read_events(tmp_path / "bad.root"))
 
 
+def test_colliderml_style_per_event_trees(tmp_path: Path):
+    """Per-event vectors with ColliderML names: true_x.., surface_id, pdg_id, charge, no per-hit momentum."""
+    counts, pcounts = [4, 6], [2, 3]
+    pid = [np.array([11, 12]), np.array([21, 22, 23])]
+    hit_pid = [np.array([11, 12, 0, 11]), np.array([21, 21, 22, 23, 0, 23])]
+    flat = np.arange(10, dtype=np.float32)
+    cols = {"x": flat + 0.5, "y": flat, "z": -flat, "true_x": flat, "true_y": flat, "true_z": -flat,
+            "particle_id": np.concatenate(hit_pid), "volume_id": np.full(10, 8), "layer_id": np.full(10, 2),
+            "surface_id": np.arange(100, 110)}
+    pcols = {"particle_id": np.concatenate(pid), "pdg_id": np.array([13, -13, 211, -211, 11]),
+             "charge": np.array([-1.0, 1.0, 1.0, -1.0, -1.0], np.float32),
+             **{c: np.linspace(0.5, 2.5, 5).astype(np.float32) * (i + 1)
+                for i, c in enumerate(("px", "py", "pz", "vx", "vy", "vz"))},
+             "num_tracker_hits": np.array([2, 1, 2, 1, 2])}
+    with uproot.recreate(tmp_path / "cml.root") as f:
+        f.mktree("hits", {"event_id": "uint32", **{c: f"var * {v.dtype}" for c, v in cols.items()}})
+        f["hits"].extend({"event_id": np.array([1, 2], np.uint32),
+                          **{c: ak.unflatten(v, counts) for c, v in cols.items()}})
+        f.mktree("particles", {"event_id": "uint32", **{c: f"var * {v.dtype}" for c, v in pcols.items()}})
+        f["particles"].extend({"event_id": np.array([1, 2], np.uint32),
+                               **{c: ak.unflatten(v, pcounts) for c, v in pcols.items()}})
+    e1, e2 = read_events(tmp_path / "cml.root")
+    np.testing.assert_array_equal(e2.hits["module_id"], np.arange(104, 110))
+    np.testing.assert_array_equal(e2.hits["x"], flat[4:] + 0.5)  # measured positions, truth apart
+    np.testing.assert_array_equal(e2.truth["tx"], flat[4:])
+    np.testing.assert_array_equal(e2.particles["particle_type"], [211, -211, 11])
+    np.testing.assert_array_equal(e2.particles["q"], [1, -1, -1])
+    np.testing.assert_array_equal(e1.particles["nhits"], [2, 1])
+    px = dict(zip(pcols["particle_id"].tolist(), pcols["px"].tolist()))
+    expected = [px.get(p, 0.0) for p in hit_pid[1]]
+    np.testing.assert_allclose(e2.truth["tpx"], expected)  # particle momentum stands in, 0 for noise
+
+
 def test_rntuple_input(tmp_path: Path):
     ev = random_event(17, 61)
     (ours,) = root.write([ev], tmp_path / "t.root")

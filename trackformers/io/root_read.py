@@ -42,6 +42,13 @@ KNOWN_PARTICLE_BRANCHES = frozenset(
     "number_of_hits nparticles particle_hash".split()
     + [n for n, _, _ in BARCODE_FIELDS] + [f"barcode_{n}" for n, _, _ in BARCODE_FIELDS])
 PARTICLE_REQUIRED = ("particle_type", "vx", "vy", "vz", "px", "py", "pz", "q")
+#: Accepted names per Event column, first found wins (ACTS, ours, ColliderML-style per-event trees).
+HIT_ALIASES: dict[str, tuple[str, ...]] = {"module_id": ("module_id", "sensitive_id", "surface_id")}
+TRUE_POSITIONS = (("tx", "ty", "tz"), ("true_x", "true_y", "true_z"))
+PARTICLE_ALIASES: dict[str, tuple[str, ...]] = {
+    "particle_type": ("particle_type", "pdg_id"), "q": ("q", "charge"),
+    "nhits": ("nhits", "number_of_hits", "num_tracker_hits"),
+}
 #: Names tried, in order, for the particles file beside a hits file.
 PARTICLE_FILES = ("particles.root", "particles_simulation.root", "particles_final.root",
                   "particles_initial.root")
@@ -87,6 +94,8 @@ class HitPlan:
 
     position: tuple[str, str, str]
     ids: tuple[str, ...]  # (volume, layer, module) branch names, or ("geometry_id",)
+    true_position: tuple[str, ...] = ()
+    momenta: bool = False  # per-hit tpx, tpy, tpz present (else the particle's momentum is used)
     particle_id: tuple[str, ...] = ()  # ("particle_id",) or the barcode branches; () if no truth
     truth: bool = False
     hit_id: bool = False
@@ -97,29 +106,33 @@ class HitPlan:
     def columns(self) -> list[str]:
         cols = [*self.position, *self.ids, *self.particle_id]
         if self.truth:
-            cols += [c for c in ("tx", "ty", "tz", *TRUTH_MOMENTA) if c not in cols]
+            cols += [c for c in (*self.true_position, *TRUTH_MOMENTA * self.momenta) if c not in cols]
         cols += ["hit_id"] * self.hit_id + ["weight"] * self.weight + self.extras
         return cols
 
 
 def hit_plan(table: Table) -> HitPlan:
     keys = set(table.keys)
+    true_position = next((t for t in TRUE_POSITIONS if set(t) <= keys), ())
     if {"x", "y", "z"} <= keys:
         position = ("x", "y", "z")
     else:
-        table.require(("tx", "ty", "tz"), " (hit positions: x, y, z or tx, ty, tz)")
-        position = ("tx", "ty", "tz")
-    if {"volume_id", "layer_id"} <= keys and keys & {"sensitive_id", "module_id"}:
-        ids = ("volume_id", "layer_id", "module_id" if "module_id" in keys else "sensitive_id")
+        table.require(true_position or ("tx", "ty", "tz"), " (hit positions: x, y, z, tx, ty, tz or true_x, "
+                      "true_y, true_z)")
+        position = true_position
+    module = next((c for c in HIT_ALIASES["module_id"] if c in keys), None)
+    if {"volume_id", "layer_id"} <= keys and module:
+        ids = ("volume_id", "layer_id", module)
     else:
         table.require(("geometry_id",), " (detector ids: volume_id, layer_id, sensitive_id or geometry_id)")
         ids = ("geometry_id",)
     barcodes = tuple(f"barcode_{n}" for n, _, _ in BARCODE_FIELDS)
     pid = ("particle_id",) if "particle_id" in keys else barcodes if set(barcodes) <= keys else ()
-    truth = bool(pid) and {"tx", "ty", "tz", *TRUTH_MOMENTA} <= keys
+    truth = bool(pid) and bool(true_position)
     extras = ([k for k in table.keys if k not in KNOWN_HIT_BRANCHES and not k.startswith("n")]
               if table.title == OUR_TITLE else [])
-    return HitPlan(position, ids, pid if truth else (), truth, "hit_id" in keys, "weight" in keys, extras)
+    return HitPlan(position, ids, true_position, set(TRUTH_MOMENTA) <= keys, pid if truth else (), truth,
+                   "hit_id" in keys, "weight" in keys, extras)
 
 
 def particle_plan(table: Table) -> tuple[list[str], tuple[str, ...]]:
@@ -133,11 +146,12 @@ def particle_plan(table: Table) -> tuple[list[str], tuple[str, ...]]:
     else:
         table.require(("particle_id",), " (or the barcode branches vertex_primary ... sub_particle)")
         pid = ("particle_id",)
-    table.require(PARTICLE_REQUIRED)
-    nhits = [c for c in ("nhits", "number_of_hits") if c in keys][:1]
+    required = [next((a for a in PARTICLE_ALIASES.get(c, (c,)) if a in keys), c) for c in PARTICLE_REQUIRED]
+    table.require(required)
+    nhits = [c for c in PARTICLE_ALIASES["nhits"] if c in keys][:1]
     extras = ([k for k in table.keys if k not in KNOWN_PARTICLE_BRANCHES and not k.startswith("n")]
               if table.title == OUR_TITLE else [])
-    return [*pid, *PARTICLE_REQUIRED, *nhits, *extras], pid
+    return [*pid, *required, *nhits, *extras], pid
 
 
 def _particle_ids(data: dict[str, np.ndarray], pid: Sequence[str]) -> np.ndarray:
@@ -164,8 +178,17 @@ def build_event(eid: int, data: dict[str, np.ndarray], plan: HitPlan, particles:
                          "module_id": mod, **{c: data[c] for c in plan.extras}})
     truth = None
     if plan.truth:
-        truth = pd.DataFrame({"hit_id": hit_id, "particle_id": _particle_ids(data, plan.particle_id),
-                              **{c: data[c] for c in ("tx", "ty", "tz", *TRUTH_MOMENTA)}})
+        pid = _particle_ids(data, plan.particle_id)
+        truth = pd.DataFrame({"hit_id": hit_id, "particle_id": pid,
+                              **{c: data[s] for c, s in zip(("tx", "ty", "tz"), plan.true_position)}})
+        if plan.momenta:
+            for c in TRUTH_MOMENTA:
+                truth[c] = data[c]
+        else:  # no per-hit momentum in the file: the particle's (production) momentum, 0 for noise
+            table = (particles.set_index("particle_id") if particles is not None else
+                     pd.DataFrame(columns=["px", "py", "pz"], dtype=np.float32))
+            for c, src in zip(TRUTH_MOMENTA, ("px", "py", "pz")):
+                truth[c] = truth["particle_id"].map(table[src]).fillna(0.0).to_numpy(np.float32)
         if particles is not None and "nhits" not in particles:
             counts = truth["particle_id"].value_counts()
             particles["nhits"] = particles["particle_id"].map(counts).fillna(0).astype(np.int64)
@@ -191,9 +214,8 @@ def _weights(truth: pd.DataFrame, particles: pd.DataFrame | None) -> np.ndarray:
 def build_particles(data: dict[str, np.ndarray], pid: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
     df = pd.DataFrame({"particle_id": _particle_ids(data, pid),
                        **{c: data[c] for c in columns if c not in pid}})
+    df = df.rename(columns={a: c for c, names in PARTICLE_ALIASES.items() for a in names[1:]})
     df["q"] = np.rint(df["q"].to_numpy()).astype(np.int64)
-    if "number_of_hits" in df:
-        df = df.rename(columns={"number_of_hits": "nhits"})
     return df
 
 
