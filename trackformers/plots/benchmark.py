@@ -16,10 +16,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from matplotlib.figure import Figure
 
 from trackformers.errors import InputError
 from trackformers.plots.figure import new_figure
+
+#: Where :func:`default_benchmark_json` looks, relative to the repository root (first match wins).
+JSON_GLOBS: tuple[str, ...] = ("benchmarks/results/attention*.json", "docs/benchmarks/attention*.json",
+                               "benchmarks/attention*.json", "data/benchmarks/attention*.json")
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 #: Timing keys drawn, one panel each (when present), with their panel titles.
 TIMINGS: dict[str, str] = {"fwd_ms": "forward", "fwdbwd_ms": "forward + backward",
@@ -36,6 +42,15 @@ def normalize(record: Mapping[str, Any]) -> dict[str, Any]:
     out = {ALIASES.get(k, k): v for k, v in record.items() if k not in ALIASES.values()}
     out.update({k: v for k, v in record.items() if k in ALIASES.values()})
     return out
+
+
+def default_benchmark_json(root: str | os.PathLike[str] = REPO_ROOT) -> Path | None:
+    """The attention benchmark JSON shipped in the repository (see :data:`JSON_GLOBS`), or None."""
+    for pattern in JSON_GLOBS:
+        found = sorted(Path(root).glob(pattern))
+        if found:
+            return found[0]
+    return None
 
 
 def load_benchmark(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -120,3 +135,18 @@ def plot_benchmark(records: Sequence[Mapping[str, Any]] | str | os.PathLike[str]
     if title:
         fig.suptitle(title)
     return fig
+
+
+def benchmark_table(records: Sequence[Mapping[str, Any]], *, timing: str = "fwd_ms",
+                    where: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """``timing`` (ms) with one row per N (and per varying parameter), one column per backend."""
+    rows = select(records, **dict(where or {}))
+    if not rows:
+        return pd.DataFrame()
+    vary = [k for k in SERIES_KEYS if len({str(r.get(k)) for r in rows}) > 1]
+    frame = pd.DataFrame(rows)
+    if timing not in frame:
+        frame[timing] = float("nan")
+    frame[timing] = pd.to_numeric(frame[timing], errors="coerce")
+    return frame.pivot_table(index=[*vary, "N"], columns="backend", values=timing, aggfunc="first",
+                             dropna=False)
