@@ -19,58 +19,85 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from trackformers.clustering.protocol import check_inputs, compact, register
+from trackformers.clustering.protocol import check_inputs, register
 
-#: Elements of the (chunk, candidates, D) difference tensor built at once (64 MiB in fp32).
+#: Elements of one block's distance matrix (64 MiB in fp32); sets the block size.
 _MAX_ELEMENTS = 1 << 24
 
 
-def _offsets(n: int, window: int | None, both_sides: bool, device: torch.device) -> Tensor:
-    """Cyclic position offsets to the candidate neighbours, each other position at most once."""
-    w = n - 1 if window is None else min(int(window), n - 1)
-    if not both_sides:
-        return torch.arange(1, w + 1, device=device)
-    if 2 * w >= n - 1:  # the two sides overlap: every other hit is a candidate, once
-        return torch.arange(1, n, device=device)
-    return torch.cat([torch.arange(-w, 0, device=device), torch.arange(1, w + 1, device=device)])
+def _sq_dist(a: Tensor, b: Tensor) -> Tensor:
+    """``(len(a), len(b))`` squared distances by one fused matrix product (the fast path on every device)."""
+    return torch.addmm((b * b).sum(1)[None, :], a, b.T, alpha=-2.0).add_((a * a).sum(1)[:, None])
+
+
+def _keep_k_nearest(src: Tensor, dst: Tensor, d2: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Per source hit, the ``k`` edges of smallest ``d2`` (ties: lower position offset first)."""
+    order = torch.argsort(d2, stable=True)
+    order = order[torch.argsort(src[order], stable=True)]
+    src, dst = src[order], dst[order]
+    counts = torch.bincount(src)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(src), device=src.device) - starts[src]
+    keep = rank < k
+    return src[keep], dst[keep]
 
 
 def window_graph(x: Tensor, radius: float, window: int | None = None, k: int | None = None,
                  max_elements: int = _MAX_ELEMENTS) -> tuple[Tensor, Tensor]:
     """Edges between hits within ``window`` positions (cyclic) and ``radius`` (embedding units).
 
+    Rows are processed in blocks of ``B`` consecutive positions; a block's candidates are the contiguous
+    band ``[start - window, end + window)`` (cyclic), so the distances are one ``(B, B + 2·window)`` matrix
+    product and the work is O(N·window·D).
+
     Args:
         x: ``(N, D)`` embedding, rows in φ order.
         radius: link hits at distance <= radius.
         window: candidate positions on each side (None = all hits).
         k: keep at most the k nearest linked candidates per hit (None = all within radius).
-        max_elements: bound on the working tensor, which sets the chunk size.
+        max_elements: bound on the block's distance matrix, which sets ``B``.
     Returns:
-        ``(src, dst)`` int64 edge lists (undirected; a pair may appear twice).
+        ``(src, dst)`` int64 edge lists of the undirected graph.
     """
-    n, d = x.shape
+    n = x.shape[0]
     empty = torch.zeros(0, dtype=torch.int64, device=x.device)
     if n < 2:
         return empty, empty
-    off = _offsets(n, window, both_sides=k is not None, device=x.device)
-    rows = max(1, max_elements // (len(off) * max(d, 1)))
+    w = n if window is None else max(0, min(int(window), n))
+    x = x if x.dtype in (torch.float32, torch.float64) else x.float()
     r2 = float(radius) ** 2
-    srcs, dsts = [], []
-    for s in range(0, n, rows):
-        i = torch.arange(s, min(n, s + rows), device=x.device)
-        j = (i[:, None] + off[None, :]) % n
-        d2 = ((x[i][:, None, :] - x[j]) ** 2).sum(-1)  # (chunk, candidates)
-        if k is None:
-            a, b = torch.nonzero(d2 <= r2, as_tuple=True)
-            srcs.append(i[a])
-            dsts.append(j[a, b])
-        else:
-            d2 = d2.masked_fill(d2 > r2, float("inf"))
-            vals, pos = torch.topk(d2, min(int(k), d2.shape[1]), dim=1, largest=False)
-            ok = torch.isfinite(vals)
-            srcs.append(i[:, None].expand_as(pos)[ok])
-            dsts.append(j.gather(1, pos)[ok])
-    return torch.cat(srcs), torch.cat(dsts)
+    # Without k each undirected pair is needed once: only the forward side of the band.
+    back = 0 if k is None else w
+    block = max(1, min(n, w, max_elements // max(1, 3 * w)))
+    band = None  # (B, B + back + w) mask of valid offsets, the same for every full block
+    srcs, dsts, d2s = [], [], []
+    for s in range(0, n, block):
+        e = min(n, s + block)
+        rows = torch.arange(s, e, device=x.device)
+        if (e - s) + back + w >= n:  # the band covers everything: all positions, cyclic distance
+            cand = torch.arange(n, device=x.device)
+            gap = cand[None, :] - rows[:, None]
+            if k is None:
+                ok = (gap > 0) & ((gap <= w) | (gap >= n - w))
+            else:
+                gap = gap.abs()
+                ok = (gap > 0) & (torch.minimum(gap, n - gap) <= w)
+        else:  # unwrapped positions s-back .. e+w-1, each a distinct hit because the band is < n
+            cand = torch.arange(s - back, e + w, device=x.device) % n
+            if band is None or band.shape[0] != e - s:
+                off = torch.arange(-back, e - s + w, device=x.device)[None, :] - \
+                    torch.arange(e - s, device=x.device)[:, None]
+                band = (off != 0) & (off >= -back) & (off <= w)
+            ok = band
+        d2 = _sq_dist(x[rows], x[cand])
+        a, b = torch.nonzero(ok & (d2 <= r2), as_tuple=True)
+        srcs.append(rows[a])
+        dsts.append(cand[b])
+        d2s.append(d2[a, b])
+    src, dst = torch.cat(srcs), torch.cat(dsts)
+    if k is not None:
+        src, dst = _keep_k_nearest(src, dst, torch.cat(d2s), int(k))
+    return src, dst
 
 
 def connected_components(src: Tensor, dst: Tensor, n: int) -> Tensor:
@@ -91,6 +118,12 @@ def connected_components(src: Tensor, dst: Tensor, n: int) -> Tensor:
         labels = new
 
 
+def _root_ids(labels: Tensor) -> Tensor:
+    """Component labels (each a root's own index) → consecutive ids in O(N), without sorting."""
+    roots = labels == torch.arange(len(labels), device=labels.device)
+    return (torch.cumsum(roots.to(torch.int64), 0) - 1)[labels]
+
+
 @dataclass
 class GPUClusterer:
     """Connected components of the windowed radius/kNN graph, all in torch on ``x``'s device.
@@ -103,8 +136,8 @@ class GPUClusterer:
     """
 
     radius: float = 0.2
-    k: int | None = 32
-    window: int | None = 1024
+    k: int | None = None
+    window: int | None = 256
     max_elements: int = _MAX_ELEMENTS
 
     def __call__(self, x: Tensor, *, beta: Tensor | None = None, phi: Tensor | None = None) -> Tensor:
@@ -117,7 +150,7 @@ class GPUClusterer:
             order = torch.argsort(phi.detach(), stable=True)
             x = x[order]
         src, dst = window_graph(x, self.radius, self.window, self.k, self.max_elements)
-        labels = compact(connected_components(src, dst, n))
+        labels = _root_ids(connected_components(src, dst, n))
         if order is not None:
             labels = torch.empty_like(labels).scatter_(0, order, labels)
         return labels
