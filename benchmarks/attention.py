@@ -75,13 +75,16 @@ def time_backend(name: str, q, k, v, layout, do) -> dict:
     elif name == "flex":
         from trackformers.attention import flex as fx
 
-        if hasattr(fx, "build_block_mask"):
-            res["build"] = bench(lambda: fx.build_block_mask(layout, q.device))
+        res["build"] = bench(partial(fx.build_block_mask, layout, q.device))
+        mask = fx.build_block_mask(layout, q.device)
+        scale = q.shape[-1] ** -0.5
         with torch.no_grad():
-            res["fwd"] = bench(lambda: attend(q, k, v, layout, backend=name))
+            res["fwd"] = bench(partial(fx.flex_attention_with_mask, q, k, v, mask, scale))
+        qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
+        res["fwdbwd"] = bench(lambda: fx.flex_attention_with_mask(qg, kg, vg, mask, scale).backward(do))
     else:
         with torch.no_grad():
-            res["fwd"] = bench(lambda: attend(q, k, v, layout, backend=name))
+            res["fwd"] = bench(partial(attend, q, k, v, layout, backend=name))
     qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
 
     def step():
@@ -89,7 +92,7 @@ def time_backend(name: str, q, k, v, layout, do) -> dict:
         out.backward(do)
 
     res["layer"] = bench(step)
-    res["fwdbwd"] = res["layer"] - res.get("build", 0.0)
+    res.setdefault("fwdbwd", res["layer"] - res.get("build", 0.0))
     return res
 
 
@@ -128,7 +131,13 @@ def flex_eager(q, k, v, lengths: list[int], w: int, do) -> dict:
     return res
 
 
-def run_grid(args) -> list[dict]:
+def dump(args, env: dict, rows: list[dict]) -> None:
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(dict(env=env, rows=rows, args=vars(args)), fh, indent=1)
+
+
+def run_grid(args, env: dict) -> list[dict]:
     from trackformers.attention.api import backends
 
     rows = []
@@ -167,6 +176,7 @@ def run_grid(args) -> list[dict]:
                         torch.cuda.empty_cache()
                         rows.append(row)
                         print_row(row)
+                        dump(args, env, rows)
     return rows
 
 
@@ -188,11 +198,11 @@ HEADER = (f"{'N':>7} {'D':>3} {'w':>5} {'case':<8} {'backend':<9} {'build':>8} {
 
 
 def sweep(args) -> list[dict]:
-    """Time each candidate tile config of each local kernel; print the best per (D, w)."""
+    """Time each candidate tile config of each local kernel (the others fixed at the running best)."""
     from trackformers.attention.local import config as C
     from trackformers.attention.local.function import _backward, _forward, _Tables
 
-    rows = []
+    rows, best_all = [], {}
     n = args.n[0]
     for d in args.d:
         base = C.TUNED[d]
@@ -205,7 +215,7 @@ def sweep(args) -> list[dict]:
             o, lse = _forward(q, k, v, cu, None, tables, w, False, scale, base, True)
             for kind in ("fwd", "dkdv", "dq"):
                 best = None
-                for cand in C.candidates(d):
+                for cand in C.candidates(kind, d):
                     cfg = C.KernelConfigs(**{**base.__dict__, kind: cand})
                     if kind == "fwd":
                         fn = partial(_forward, q, k, v, cu, None, tables, w, False, scale, cfg, False)
@@ -216,12 +226,17 @@ def sweep(args) -> list[dict]:
                     except Exception as err:
                         print(f"  {kind} {cand}: {type(err).__name__}", flush=True)
                         continue
+                    print(f"  D={d} w={w} {kind} {tuple(cand.__dict__.values())}: {ms:.3f} ms", flush=True)
                     rows.append(dict(kind=kind, d=d, w=w, n=n, cfg=cand.__dict__, ms=ms))
                     if best is None or ms < best[0]:
                         best = (ms, cand)
-                print(f"sweep D={d} w={w} {kind}: best {best[1]} {best[0]:.3f} ms", flush=True)
-                base = C.KernelConfigs(**{**base.__dict__, kind: best[1]})
+                if best is not None:
+                    base = C.KernelConfigs(**{**base.__dict__, kind: best[1]})
             print(f"BEST D={d} w={w}: {base}", flush=True)
+            best_all[str(d)] = {k: getattr(base, k).__dict__ for k in ("fwd", "dkdv", "dq")}
+            if args.tuned_out:
+                with open(args.tuned_out, "w") as fh:
+                    json.dump(best_all, fh, indent=1)
     return rows
 
 
@@ -234,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backends", default="local,flex,flex-cbm,dense,sdpa")
     p.add_argument("--dense-max", type=int, default=16384)
     p.add_argument("--sweep", action="store_true", help="tile-config sweep of the local kernels instead")
-    p.add_argument("--json", help="write all rows and the environment here")
+    p.add_argument("--json", help="write all rows and the environment here (rewritten after every row)")
+    p.add_argument("--tuned", help="tile configs of `local` from a sweep's --tuned-out JSON")
+    p.add_argument("--tuned-out", help="with --sweep: write the best configs per head dim here")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("needs a CUDA GPU", file=sys.stderr)
@@ -244,14 +261,17 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
                python=platform.python_version(), date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     print(env, flush=True)
+    if args.tuned:
+        from trackformers.attention.local.config import set_tuned
+
+        with open(args.tuned) as fh:
+            set_tuned(json.load(fh))
     if args.sweep:
         rows = sweep(args)
     else:
         print(HEADER, flush=True)
-        rows = run_grid(args)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(dict(env=env, rows=rows, args=vars(args)), fh, indent=1)
+        rows = run_grid(args, env)
+    dump(args, env, rows)
     return 0
 
 

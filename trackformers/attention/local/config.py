@@ -60,13 +60,26 @@ def configs_for(head_dim: int, elem_bytes: int) -> KernelConfigs:
     return cfg
 
 
-def candidates(head_dim: int) -> list[TileConfig]:
-    """The small sweep set of one kernel (bf16/fp16) for ``benchmarks/attention.py --sweep``."""
-    out = []
-    for bm, bn in ((128, 64), (128, 128), (64, 64), (64, 128)):
-        for warps in (4, 8):
-            for stages in (2, 3, 4):
-                if head_dim == 128 and bm * bn > 128 * 64 and stages > 2:
-                    continue
-                out.append(TileConfig(bm, bn, warps, stages))
+#: Sweep sets per kernel, (block_m, block_n, num_warps, num_stages); for dkdv block_n is the outer key block.
+_CANDIDATES = {
+    "fwd": [(128, 64, 4, 3), (128, 64, 8, 3), (128, 64, 4, 4), (128, 128, 8, 3), (128, 128, 8, 2),
+            (64, 64, 4, 3), (64, 64, 4, 4), (64, 128, 4, 3), (128, 32, 4, 4), (64, 32, 4, 4)],
+    "dkdv": [(32, 128, 4, 3), (32, 128, 8, 3), (32, 128, 4, 5), (64, 128, 8, 3), (64, 128, 4, 3),
+             (64, 64, 4, 3), (128, 64, 4, 2), (128, 64, 8, 3), (32, 64, 4, 4), (128, 128, 8, 2)],
+    "dq": [(128, 32, 4, 4), (128, 32, 8, 3), (128, 64, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3),
+           (64, 32, 4, 4), (128, 128, 8, 2), (128, 64, 4, 4), (64, 64, 4, 4)],
+}
+
+
+def candidates(kind: str, head_dim: int) -> list[TileConfig]:
+    """The small sweep set of one kernel ("fwd", "dkdv", "dq") for ``benchmarks/attention.py --sweep``."""
+    out = [TileConfig(*c) for c in _CANDIDATES[kind]]
+    if head_dim == 128:  # 128×128 tiles with 3+ stages overflow shared memory at D = 128
+        out = [c for c in out if c.block_m * c.block_n <= 128 * 64 or c.num_stages <= 2]
     return out
+
+
+def set_tuned(table: dict) -> None:
+    """Override :data:`TUNED` from a sweep's JSON ({"64": {"fwd": {...}, "dkdv": {...}, "dq": {...}}})."""
+    for d, kinds in table.items():
+        TUNED[int(d)] = KernelConfigs(**{k: TileConfig(**v) for k, v in kinds.items()})
