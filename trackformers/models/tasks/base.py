@@ -45,6 +45,7 @@ def cluster_per_event(
     """(N,) int64 track ids from running ``clusterer`` on each event's rows of ``x`` (N, D) separately.
 
     ``keep`` (N,) bool: only those hits are clustered; the others get singleton ids.
+    A clusterer with ``uses_phi = True`` (the windowed GPU one) also gets each hit's ``phi`` [rad].
     """
     out = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
     x = x.detach().float()
@@ -52,13 +53,15 @@ def cluster_per_event(
         if end == start:
             continue
         sl = slice(start, end)
+        phi = {"phi": batch.phi[sl]} if getattr(clusterer, "uses_phi", False) else {}
         if keep is None:
-            out[sl] = clusterer(x[sl], beta=None if beta is None else beta[sl].detach().float())
+            out[sl] = clusterer(x[sl], beta=None if beta is None else beta[sl].detach().float(), **phi)
             continue
         k = keep[sl]
         ids = torch.arange(end - start, device=x.device, dtype=torch.int64)  # singletons by default
         if bool(k.any()):
-            sub = clusterer(x[sl][k], beta=None if beta is None else beta[sl][k].detach().float())
+            phi = {"phi": phi["phi"][k]} if phi else {}
+            sub = clusterer(x[sl][k], beta=None if beta is None else beta[sl][k].detach().float(), **phi)
             ids = ids + int(sub.max()) + 1 if sub.numel() else ids
             ids[k] = sub
         out[sl] = ids
