@@ -21,6 +21,8 @@ from trackformers.errors import InputError
 
 #: Default chunk (entries) for scans and batched reads: bounds memory to ~step_size x columns x 8 bytes.
 STEP_SIZE = 500_000
+#: Rows assumed per entry of a per-event (jagged) table when batching entries: one event may hold ~100k hits.
+ROWS_PER_JAGGED_ENTRY = 100_000
 
 
 def first_line(err: BaseException) -> str:
@@ -116,6 +118,8 @@ class EventIndex:
                  step_size: int = STEP_SIZE) -> None:
         self.table, self.step_size = table, max(1, int(step_size))
         self.jagged = table.is_jagged(row_column)
+        # entries per batched read: with one entry per event, a batch of step_size events could be huge
+        self.batch = self.step_size if not self.jagged else max(1, self.step_size // ROWS_PER_JAGGED_ENTRY)
         self.ranges: dict[int, list[tuple[int, int]]] = {}
         n = table.num_entries
         if event_column not in table.keys:
@@ -166,7 +170,7 @@ class EventIndex:
                 yield eid, {c: np.concatenate([p[c] for p in parts]) for c in columns}
                 continue
             lo, hi = runs[0]
-            if batch and span[1] == lo and hi - span[0] <= self.step_size:
+            if batch and span[1] == lo and hi - span[0] <= self.batch:
                 batch.append(eid)
                 span = (span[0], hi)
             else:
