@@ -19,7 +19,7 @@ from trackformers.io.acts_ids import (
     pack_barcode,
     unpack_barcode,
 )
-from trackformers.io.root_table import Table
+from trackformers.io.root_table import EventIndex, Table, open_file
 
 
 def _ref_unpack(word: int, fields) -> dict[str, int]:  # noqa: ANN001 - plain Python reference
@@ -203,6 +203,13 @@ def test_jagged_per_event_layout(tmp_path: Path):
     assert [(e.event_id, len(e)) for e in events] == [(21, 5), (22, 0), (23, 7)]
     assert events[2].truth is None
     np.testing.assert_array_equal(events[2].hits["hit_id"], np.arange(1, 8))
+    arrays = uproot.open(tmp_path / "j.root")["hits"].arrays(["event_id", "x", "y", "z", "volume_id",
+                                                             "layer_id", "module_id"])
+    with uproot.recreate(tmp_path / "jrn.root") as f:
+        f["hits"] = {k: arrays[k] for k in arrays.fields}  # the same per-event layout as an RNTuple
+    assert "RNTuple" in type(uproot.open(tmp_path / "jrn.root")["hits"]).__name__
+    for a, b in zip(events, read_events(tmp_path / "jrn.root")):
+        assert_events_equal(a, b)
     _jagged(tmp_path / "bad.root", {"y": [5, 1, 7]})
     with pytest.raises(InputError, match="entry 1 has 1 values in branch 'y' but 0 in 'x'"):
         list(read_events(tmp_path / "bad.root"))
@@ -251,6 +258,28 @@ def test_rntuple_input(tmp_path: Path):
     (back,) = root.read(tmp_path / "rn.root")
     assert_events_equal(ev, back.__class__(back.event_id, back.hits, back.truth, ev.particles))
     assert back.particles is None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_event_index_batches_match_plain_masking(tmp_path: Path, seed: int):
+    """The batched entry-range reader against the plain reference ``x[event_id == e]`` on random layouts."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.choice([1, 2, 53, 211]))
+    runs = rng.integers(1, 9, n)  # run lengths; ids repeat across runs when seed is odd (unsorted file)
+    ids = np.repeat(rng.integers(0, 6 if seed % 2 else 10**6, n), runs)[:n]
+    x = rng.normal(size=n).astype(np.float32)
+    with uproot.recreate(tmp_path / "i.root") as f:
+        f.mktree("t", {"event_id": "int64", "x": "float32"})
+        f["t"].extend({"event_id": ids, "x": x})
+    table = Table(tmp_path / "i.root", open_file(tmp_path / "i.root"), "t")
+    for step in (1, 2, 7, n):
+        index = EventIndex(table, "x", step_size=step)
+        assert list(index.ranges) == list(dict.fromkeys(ids.tolist()))
+        chosen = [e for e in index.ranges if rng.random() < 0.6]
+        got = list(index.iter_events(chosen, ["x"]))
+        assert [e for e, _ in got] == chosen
+        for eid, data in got:
+            np.testing.assert_array_equal(data["x"], x[ids == eid])
 
 
 def test_unsorted_event_ids_are_reassembled(tmp_path: Path):
