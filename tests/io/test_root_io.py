@@ -71,6 +71,8 @@ def test_our_files_read_back_identically_as_ttrees(tmp_path: Path, target: str):
     assert parts_file["particles"].num_entries == len(EVENT_SIZES)
     if target == "folder":
         assert [p.name for p in paths] == ["hits.root", "particles.root"]
+        globbed = list(read_events(str(tmp_path / target / "*.root")))  # particles.root goes with hits.root
+        assert [e.event_id for e in globbed] == [e for e, _ in EVENT_SIZES]
     only = list(root.read(tmp_path / target, events={5, 7}))  # an event without hits survives too
     assert [(e.event_id, len(e)) for e in only] == [(5, 0), (7, 13)]
     for step in (root.STEP_SIZE, 7):  # batched reads across chunk boundaries give the same events

@@ -41,11 +41,21 @@ def detect(path: Path) -> bool:
     return path.is_file() and _is_root_file(path)
 
 
+def _companion(path: Path) -> bool:
+    """A particles file read together with a hits file beside it (so a glob like ``*.root`` may name it)."""
+    if not path.name.startswith("particles"):
+        return False
+    i = path.name.find("particles")
+    named = path.with_name(path.name[:i] + "hits" + path.name[i + 9:])
+    return named.is_file() or (path.parent / "hits.root").is_file()
+
+
 def hit_files(path: Path) -> list[Path]:
-    """The hits files of ``path``: the file itself, or a folder's ``.root`` files except particle files."""
+    """The hits files of ``path``: the file itself (none for a particles file that has its hits file beside
+    it), or a folder's ``.root`` files except particle files."""
     path = Path(path)
     if not path.is_dir():
-        return [path]
+        return [] if _companion(path) else [path]
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix == ".root"
                    and not p.name.startswith("particles"))
     if not files:
