@@ -163,6 +163,16 @@ def test_smearing_is_opt_in_reproducible_and_within_resolution(tmp_path: Path):
     pix = (a.hits["volume_id"] == 8).to_numpy()
     assert d[pix].max() < 0.15 and dz[pix].max() < 0.15  # 15 um sigma: 10 sigma bound
     np.testing.assert_array_equal(a.truth["tx"], plain.truth["tx"])  # truth stays true
+    ours = random_event(2, 50)
+    root.write([ours], tmp_path / "ours.root")
+    (s,) = root.read(tmp_path / "ours.root", smear=True)  # our files: smeared from truth, not from x, y, z
+    d = np.hypot(s.hits["x"] - ours.truth["tx"], s.hits["y"] - ours.truth["ty"]).to_numpy()
+    assert d.max() < 40 and (d > 0).all()  # long strips: 3.1 mm sigma at most
+    with uproot.recreate(tmp_path / "meas.root") as f:
+        f.mktree("hits", {"event_id": "int32", "x": "float32", "y": "float32", "z": "float32",
+                          "geometry_id": "uint64"})
+    with pytest.raises(InputError, match="smear=True needs true positions"):
+        list(root.read(tmp_path / "meas.root", smear=True))
 
 
 def test_one_event_reads_only_its_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

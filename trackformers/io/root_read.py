@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trackformers.errors import InputError
 from trackformers.events import Event, conform
 from trackformers.io.acts_ids import BARCODE_FIELDS, decode_geometry_id, pack_barcode
 from trackformers.io.root_table import STEP_SIZE, EventIndex, Table, open_file, to_numpy
@@ -185,8 +186,9 @@ def build_event(eid: int, data: dict[str, np.ndarray], plan: HitPlan, particles:
             for c in TRUTH_MOMENTA:
                 truth[c] = data[c]
         else:  # no per-hit momentum in the file: the particle's (production) momentum, 0 for noise
-            table = (particles.set_index("particle_id") if particles is not None else
-                     pd.DataFrame(columns=["px", "py", "pz"], dtype=np.float32))
+            table = pd.DataFrame(columns=["px", "py", "pz"], dtype=np.float32)
+            if particles is not None:  # duplicates are reported by validate() below
+                table = particles.drop_duplicates("particle_id").set_index("particle_id")
             for c, src in zip(TRUTH_MOMENTA, ("px", "py", "pz")):
                 truth[c] = truth["particle_id"].map(table[src]).fillna(0.0).to_numpy(np.float32)
         if particles is not None and "nhits" not in particles:
@@ -253,6 +255,11 @@ def read_file(path: Path, *, volumes: Sequence[int] | None, events: set[int] | N
     f = open_file(path)
     table = Table(path, f, hits_tree)
     plan = hit_plan(table)
+    if smear_hits:  # smearing always starts from the true positions, never from already measured ones
+        if not plan.true_position:
+            raise InputError(f"{table.where()}: smear=True needs true positions (tx, ty, tz or true_x, "
+                             f"true_y, true_z); the tree has {', '.join(table.keys)}.")
+        plan.position = plan.true_position
     index = EventIndex(table, plan.position[0], step_size=step_size)
     wanted = [e for e in event_order(path, f, index) if events is None or e in events]
     if not wanted:
