@@ -69,6 +69,13 @@ class Config:
             raise InputError(f"bfield = {cfg.bfield} T; expected a positive field.")
         if not 0 < cfg.pt_min < 100:
             raise InputError(f"pt_min = {cfg.pt_min} GeV; expected 0 < pt_min < 100.")
+        if not 0 < cfg.eta_max <= 4:
+            raise InputError(f"eta_max = {cfg.eta_max}; expected 0 < eta_max <= 4.")
+        if not 0 <= cfg.gun <= generator.MAX_PRIMARIES:
+            raise InputError(f"gun = {cfg.gun} particles; expected 0 <= gun <= {generator.MAX_PRIMARIES}.")
+        lo, hi = cfg.gun_pt
+        if not 0 < lo <= hi:
+            raise InputError(f"gun_pt = {cfg.gun_pt}; expected 0 < low <= high GeV.")
         return cfg
 
 
@@ -87,13 +94,25 @@ def simulate_event(*, seed: int | np.random.SeedSequence, pileup: float = 0.0, v
              "pz": parts["pz"], "q": parts["q"], "mass": parts["mass"]}
     cross = propagation.propagate(state, _surfaces(layers), rng, bfield=cfg.bfield,
                                   scattering=cfg.scattering)
-    tab = _layer_table(layers)
-    cross = _overlaps(cross, tab)
+    tab = layer_table(layers)
+    return finish_event(_overlaps(cross, tab), parts, tab, cfg, rng, event_id=event_id)
+
+
+def finish_event(cross: dict[str, np.ndarray], parts: dict[str, np.ndarray], tab: dict, cfg: Config,
+                 rng: np.random.Generator, *, event_id: int, source: str = "simulator") -> Event:
+    """Crossings -> validated Event: hit efficiency, smearing, noise, shuffling, ids, weights.
+
+    Args:
+        cross: ``(H,)`` arrays ``particle`` (row in ``parts``), ``layer`` (index into ``tab``'s layers),
+            ``module``, true ``x, y, z`` (mm), ``r``, ``phi``, momentum ``px, py, pz`` (GeV) at the crossing.
+        parts: ``(P,)`` particle arrays with the :data:`PARTICLE_COLUMNS` except ``nhits``.
+        tab: :func:`layer_table` of the simulated layers.
+    """
     keep = rng.random(len(cross["layer"])) < cfg.efficiency
     cross = {k: v[keep] for k, v in cross.items()}
     signal = _digitise(cross, tab, rng, smear=cfg.smearing)
     signal["particle_id"] = parts["particle_id"][cross["particle"]]
-    noise = _noise(np.bincount(cross["layer"], minlength=len(layers)), cfg.noise, tab, rng)
+    noise = _noise(np.bincount(cross["layer"], minlength=len(tab["disk"])), cfg.noise, tab, rng)
     perm = rng.permutation(len(signal["x"]) + len(noise["x"]))
     hit_id = np.arange(1, len(perm) + 1, dtype=np.int64)
 
@@ -107,7 +126,7 @@ def simulate_event(*, seed: int | np.random.SeedSequence, pileup: float = 0.0, v
     particles_df = pd.DataFrame({c: (nhits if c == "nhits" else parts[c]).astype(DTYPES[c], copy=False)
                                  for c in PARTICLE_COLUMNS})
     truth_df["weight"] = _weights(truth_df, particles_df)
-    return Event(int(event_id), hits_df, truth_df, particles_df, source="simulator").validate()
+    return Event(int(event_id), hits_df, truth_df, particles_df, source=source).validate()
 
 
 @lru_cache(maxsize=64)
@@ -125,7 +144,7 @@ def _weights(truth: pd.DataFrame, particles: pd.DataFrame) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def _layer_table(layers: tuple[Layer, ...]) -> dict:
+def layer_table(layers: tuple[Layer, ...]) -> dict:
     """Per-layer arrays ``(L,)`` (ids, kind, position, extent, resolution) and the module table."""
     return {
         "volume_id": np.array([lay.volume_id for lay in layers], dtype=np.int64),

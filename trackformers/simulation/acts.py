@@ -1,0 +1,202 @@
+"""The ACTS engine: the same API as the built-in engine, with ACTS Fatras doing the propagation.
+
+Needs pyacts (``pip install "trackformers[acts]"``, ``import acts``). The particles are drawn by our own
+generator (same pile-up, multiplicities, spectrum and ids as the built-in engine), written as an ACTS
+particle CSV and read by ``CsvParticleReader``; Fatras propagates them through ACTS's GenericDetector (the
+TrackML geometry) in a constant field along z; the simulated hits come back through ``CsvSimHitWriter``.
+Efficiency, smearing, noise, shuffling and weights are then applied exactly as in the built-in engine.
+
+The ACTS-specific parts that do not need pyacts (geometry-id and barcode mapping, the particle CSV and
+the hits -> crossings conversion) are pure functions, tested without pyacts.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trackformers.errors import InputError
+from trackformers.events import Event
+from trackformers.simulation import generator
+from trackformers.simulation.builtin import Config, finish_event, layer_table
+from trackformers.simulation.geometry import Layer, layers_of, select_volumes
+
+MISSING = 'the ACTS engine needs pyacts: pip install "trackformers[acts]"'
+#: Objects that must outlive the cached tracking geometry (the detector owns its surfaces).
+_KEEP_ALIVE: list = []
+
+
+def require() -> Any:
+    """Import and return the ``acts`` module; InputError with :data:`MISSING` if pyacts is absent."""
+    try:
+        import acts
+        import acts.examples
+        import acts.examples.simulation  # noqa: F401 - checked here so the failure names pyacts
+    except ImportError as err:
+        raise InputError(f"{MISSING} ({err}).") from None
+    return acts
+
+
+def split_geometry_id(geometry_id: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ACTS geometry ids ``(N,)`` (uint64 or int64) -> ``(volume_id, layer_id, module_id)``, int64 ``(N,)``.
+
+    volume = id >> 56 & 0xff, layer = id >> 36 & 0xfff, sensitive (module) = id >> 8 & 0xfffff.
+    """
+    g = np.asarray(geometry_id)
+    u = g.astype(np.uint64) if g.dtype.kind == "u" else g.astype(np.int64).view(np.uint64)
+    volume = (u >> np.uint64(56)) & np.uint64(0xFF)
+    layer = (u >> np.uint64(36)) & np.uint64(0xFFF)
+    sensitive = (u >> np.uint64(8)) & np.uint64(0xFFFFF)
+    return volume.astype(np.int64), layer.astype(np.int64), sensitive.astype(np.int64)
+
+
+def trackml_to_barcode(particle_id: np.ndarray) -> np.ndarray:
+    """TrackML ids ``(N,)`` -> ACTS barcodes ``(N,)`` uint64: vertex_primary << 52 | particle << 24."""
+    f = generator.decode_particle_id(particle_id)
+    return ((f["vertex_id"].astype(np.uint64) << np.uint64(52))
+            | (f["primary_id"].astype(np.uint64) << np.uint64(24)))
+
+
+def barcode_to_trackml(barcode: np.ndarray) -> np.ndarray:
+    """ACTS barcodes ``(N,)`` -> TrackML particle ids ``(N,)`` int64.
+
+    vertex_primary (12 bits << 52) -> vertex, particle (16 << 24) -> primary, generation (8 << 16) ->
+    generation, sub_particle (16 << 0, clipped to 12 bits) -> secondary, vertex_secondary (12 << 40) ->
+    process. Exact inverse of :func:`trackml_to_barcode` for primaries.
+    """
+    b = np.asarray(barcode)
+    u = b.astype(np.uint64) if b.dtype.kind == "u" else b.astype(np.int64).view(np.uint64)
+
+    def field(shift: int, bits: int) -> np.ndarray:
+        return (u >> np.uint64(shift)) & np.uint64((1 << bits) - 1)
+
+    out = ((field(52, 12) << np.uint64(52)) | (field(24, 16) << np.uint64(36))
+           | (field(16, 8) << np.uint64(24)) | (np.minimum(field(0, 16), np.uint64(0xFFF)) << np.uint64(12))
+           | field(40, 12))
+    return out.view(np.int64)
+
+
+def particles_csv(parts: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Rows for ACTS's ``CsvParticleReader``: barcode, PDG, process, vertex (mm, ns), p (GeV), m, q."""
+    n = len(parts["particle_id"])
+    return pd.DataFrame({
+        "particle_id": trackml_to_barcode(parts["particle_id"]), "particle_type": parts["particle_type"],
+        "process": np.zeros(n, dtype=np.int64), "vx": parts["vx"], "vy": parts["vy"], "vz": parts["vz"],
+        "vt": np.zeros(n), "px": parts["px"], "py": parts["py"], "pz": parts["pz"], "m": parts["mass"],
+        "q": parts["q"].astype(np.float64),
+    })
+
+
+def crossings_from_hits(hits: pd.DataFrame, parts: dict[str, np.ndarray], layers: tuple[Layer, ...],
+                        secondaries: pd.DataFrame | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """ACTS sim hits (``CsvSimHitWriter`` columns) -> (crossings, particles) for ``finish_event``.
+
+    Hits on layers outside ``layers`` are dropped. Hits of particles not in ``parts`` (Fatras secondaries)
+    get rows appended from ``secondaries`` (ACTS particle CSV rows), or are dropped if it lacks them.
+    """
+    volume, layer_id, module = split_geometry_id(hits["geometry_id"].to_numpy())
+    index = {(lay.volume_id, lay.layer_id): i for i, lay in enumerate(layers)}
+    key = volume * 10_000 + layer_id
+    lookup = pd.Series(list(index.values()), index=[v * 10_000 + lay for v, lay in index], dtype=np.int64)
+    layer = lookup.reindex(key).fillna(-1).to_numpy(np.int64)
+    pid = barcode_to_trackml(hits["particle_id"].to_numpy())
+    parts = dict(parts)
+    known = pd.Index(parts["particle_id"])
+    new = np.setdiff1d(np.unique(pid), known.to_numpy())
+    if new.size and secondaries is not None and len(secondaries):
+        sec = secondaries.assign(particle_id=barcode_to_trackml(secondaries["particle_id"].to_numpy()))
+        sec = sec[sec["particle_id"].isin(new)].drop_duplicates("particle_id")
+        extra = {"particle_id": sec["particle_id"].to_numpy(np.int64),
+                 "particle_type": sec["particle_type"].to_numpy(np.int64),
+                 "q": np.rint(sec["q"].to_numpy()).astype(np.int64), "mass": sec["m"].to_numpy(np.float64),
+                 **{c: sec[c].to_numpy(np.float64) for c in ("vx", "vy", "vz", "px", "py", "pz")}}
+        parts = {k: np.concatenate([v, extra[k]]) for k, v in parts.items()}
+        known = pd.Index(parts["particle_id"])
+    row = known.get_indexer(pid)
+    keep = (layer >= 0) & (row >= 0)
+    x, y, z = (hits[c].to_numpy(np.float64)[keep] for c in ("tx", "ty", "tz"))
+    cross = {"particle": row[keep].astype(np.int64), "layer": layer[keep], "module": module[keep],
+             "x": x, "y": y, "z": z, "r": np.hypot(x, y), "phi": np.arctan2(y, x),
+             **{k: hits[f"t{k}"].to_numpy(np.float64)[keep] for k in ("px", "py", "pz")}}
+    return cross, parts
+
+
+@lru_cache(maxsize=1)
+def _geometry(bfield: float) -> tuple[Any, Any, list]:
+    """(tracking geometry, field, context decorators) of the GenericDetector, built once per process."""
+    acts = require()
+    u = acts.UnitConstants
+    ex = acts.examples
+    decorators: list = []
+    if hasattr(ex.GenericDetector, "create"):  # pyacts up to ~v35
+        _, geometry, decorators = ex.GenericDetector.create()
+    else:
+        detector = ex.GenericDetector()
+        if hasattr(detector, "trackingGeometry"):  # v38+
+            geometry = detector.trackingGeometry()
+            decorators = list(getattr(detector, "contextDecorators", lambda: [])())
+        else:
+            geometry, decorators = detector.finalize(ex.GenericDetector.Config(), None)
+        _KEEP_ALIVE.append(detector)
+    field = acts.ConstantBField(acts.Vector3(0.0, 0.0, bfield * u.T))
+    return geometry, field, list(decorators or [])
+
+
+def _run_fatras(particles: pd.DataFrame, *, seed: int, bfield: float, interactions: bool,
+                workdir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run one event through Fatras; returns (sim hits, simulated particles) as ACTS CSV tables."""
+    acts = require()
+    from acts.examples.simulation import addFatras
+
+    geometry, field, decorators = _geometry(bfield)
+    inp, out = workdir / "in", workdir / "out"
+    inp.mkdir()
+    particles.to_csv(inp / "event000000000-particles.csv", index=False)
+    try:
+        s = acts.examples.Sequencer(events=1, numThreads=1, outputDir=str(workdir))
+    except TypeError:  # older pyacts without outputDir
+        s = acts.examples.Sequencer(events=1, numThreads=1)
+    for d in decorators:
+        s.addContextDecorator(d)
+    s.addReader(acts.examples.CsvParticleReader(level=acts.logging.WARNING, inputDir=str(inp),
+                                                inputStem="particles", outputParticles="particles_input"))
+    addFatras(s, geometry, field, rnd=acts.examples.RandomNumbers(seed=seed), preSelectParticles=None,
+              enableInteractions=interactions, inputParticles="particles_input", outputDirCsv=out,
+              logLevel=acts.logging.WARNING)
+    s.run()
+    hit_files = sorted(out.glob("*-hits.csv"))
+    if not hit_files:
+        raise RuntimeError(f"Fatras wrote no hits file under {out}")
+    hits = pd.read_csv(hit_files[0], dtype={"particle_id": np.uint64, "geometry_id": np.uint64})
+    part_files = sorted(out.glob("*-particles*.csv"))
+    sim = pd.read_csv(part_files[0], dtype={"particle_id": np.uint64}) if part_files else pd.DataFrame()
+    return hits, sim
+
+
+def simulate_event(*, seed: int | np.random.SeedSequence, pileup: float = 0.0, volumes: object = None,
+                   event_id: int = 0, **options: object) -> Event:
+    """One validated event with ACTS Fatras (options as in :class:`~trackformers.simulation.builtin.Config`;
+    module overlaps are the GenericDetector's own, and ``scattering=False`` switches off all of Fatras's
+    interactions)."""
+    cfg = Config.from_options(options)
+    layers = layers_of(select_volumes(volumes))
+    require()
+    rng = np.random.default_rng(seed)
+    parts = generator.generate(
+        rng, pileup=pileup, multiplicity=cfg.multiplicity, eta_max=cfg.eta_max, hard_scatter=cfg.hard_scatter,
+        hard_multiplicity=cfg.hard_multiplicity, gun=cfg.gun, gun_pt=cfg.gun_pt,
+        spectrum=generator.Spectrum(pt_min=cfg.pt_min))
+    with tempfile.TemporaryDirectory(prefix="trackformers-acts-") as tmp:
+        hits, sim = _run_fatras(particles_csv(parts), seed=int(rng.integers(1, 2**31)), bfield=cfg.bfield,
+                                interactions=cfg.scattering, workdir=Path(tmp))
+    cross, parts = crossings_from_hits(hits, parts, layers, sim)
+    return finish_event(cross, parts, layer_table(layers), cfg, rng, event_id=event_id, source="acts")
+
+
+__all__ = ["MISSING", "barcode_to_trackml", "crossings_from_hits", "particles_csv", "require",
+           "simulate_event", "split_geometry_id", "trackml_to_barcode"]
