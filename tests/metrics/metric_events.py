@@ -74,3 +74,16 @@ def random_event(rng: np.random.Generator, *, n_particles: int, max_hits: int, n
            for p in range(1, n_particles + 1)}
     return build_event(pid_h, eta_h=rng.uniform(-4, 4, len(pid_h)), kin=kin, event_id=event_id,
                        tz_h=rng.normal(0, 500, len(pid_h)))
+
+
+# p1 4 hits (reco), p2 3 (reco), p3 2 (too few hits), p4 5 (pT 0.5), p5 3 (η 4.5), noise 4
+PID = [1, 1, 1, 1, 2, 2, 0, 2, 4, 4, 4, 4, 4, 0, 3, 3, 5, 5, 5, 0, 0]
+#      T1--------  T2------  T3 T4------ T5----- T6--- T7----- T8---
+TRACK = [1, 1, 1, 1, 2, 2, 2, 3, 4, 4, 4, 5, 5, 5, 6, 6, 7, 7, 7, 8, 8]
+ETA_H = [0.1] * 4 + [-1.0] * 4 + [2.0] * 6 + [0.5] * 2 + [4.5] * 3 + [1.0] * 2
+KIN = {1: (1.0, 0.1), 2: (2.0, -1.0), 3: (1.0, 0.5), 4: (0.5, 2.0), 5: (1.0, 4.5)}
+
+
+def hand_event() -> Event:
+    """The hand-computed event of the rate tables (see tests/metrics/test_metrics_tables.py)."""
+    return build_event(PID, eta_h=ETA_H, kin=KIN)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from metric_events import build_event, perfect_submission, random_event, submission
+from metric_events import TRACK, build_event, hand_event, perfect_submission, random_event, submission
 
 from trackformers import InputError
 from trackformers.metrics import evaluate_event, hit_weights, match_event, score_event
@@ -42,19 +42,8 @@ def test_noise_can_be_majority_in_score():
     assert score_event(truth=event.truth, submission=submission([1, 1, 1, 2, 2])) == pytest.approx(1.0)
     event = build_event([0, 0, 0, 1, 1, 1, 1])  # TrackML weights: noise weighs 0
     w = hit_weights(truth=event.truth, particles=event.particles)
-    assert score_event(truth=event.truth, submission=submission([1, 1, 1, 2, 2, 2, 2]), weights=w) == pytest.approx(1)
-
-
-# p1 4 hits (reco), p2 3 (reco), p3 2 (too few hits), p4 5 (pT 0.5), p5 3 (η 4.5), noise 4
-PID = [1, 1, 1, 1, 2, 2, 0, 2, 4, 4, 4, 4, 4, 0, 3, 3, 5, 5, 5, 0, 0]
-#      T1--------  T2------  T3 T4------ T5----- T6--- T7----- T8---
-TRACK = [1, 1, 1, 1, 2, 2, 2, 3, 4, 4, 4, 5, 5, 5, 6, 6, 7, 7, 7, 8, 8]
-ETA_H = [0.1] * 4 + [-1.0] * 4 + [2.0] * 6 + [0.5] * 2 + [4.5] * 3 + [1.0] * 2
-KIN = {1: (1.0, 0.1), 2: (2.0, -1.0), 3: (1.0, 0.5), 4: (0.5, 2.0), 5: (1.0, 4.5)}
-
-
-def hand_event():
-    return build_event(PID, eta_h=ETA_H, kin=KIN)
+    sub = submission([1, 1, 1, 2, 2, 2, 2])
+    assert score_event(truth=event.truth, submission=sub, weights=w) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(

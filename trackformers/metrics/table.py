@@ -62,7 +62,7 @@ def format_table(summary: Mapping[str, Any]) -> str:
         counts = f"{pooled.get(ratio[0], 0)} / {pooled.get(ratio[1], 0)}" if ratio else ""
         mean = _fmt(summary.get(key))
         if key in n_with and n_with[key] != summary.get("n_events"):
-            mean += f" ({n_with[key]} ev)"
+            mean += f" ({n_with[key]} event{'' if n_with[key] == 1 else 's'})"
         rows.append((key, mean, _fmt(pooled.get(key)) if ratio else "", counts))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]

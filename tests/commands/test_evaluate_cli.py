@@ -1,0 +1,156 @@
+"""``trackformers evaluate``: JSON values against evaluate_event, submission layouts, bad input → exit 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "metrics"))
+from metric_events import TRACK, hand_event, perfect_submission, random_event, submission  # noqa: E402
+
+from trackformers.cli import main  # noqa: E402
+from trackformers.io import trackml  # noqa: E402
+from trackformers.io.submission import write_submission  # noqa: E402
+from trackformers.metrics import evaluate_event  # noqa: E402
+
+HEADLINE = ("trackml_score", "dm_efficiency", "perfect_efficiency", "fake_rate", "duplicate_rate")
+
+
+@pytest.fixture
+def data(tmp_path: Path):
+    """Three events (hand event 1, random events 2 and 3) and their submission folder."""
+    events = [hand_event()] + [random_event(np.random.default_rng(i), n_particles=30, max_hits=10, n_noise=10,
+                                            event_id=i) for i in (2, 3)]
+    subs = [submission(TRACK), perfect_submission(events[1]), perfect_submission(events[2])]
+    subs[2]["track_id"] = np.random.default_rng(9).permutation(subs[2]["track_id"].to_numpy())
+    for event, sub in zip(events, subs):
+        trackml.write_event(event, tmp_path / "events")
+        write_submission(sub, tmp_path / "subs" / f"{event.name}-submission.csv", event_id=event.event_id)
+    return tmp_path, events, subs
+
+
+def test_json_holds_means_over_events(data, capsys):
+    tmp, events, subs = data
+    assert main(["evaluate", str(tmp / "events"), str(tmp / "subs"), "--json", str(tmp / "m.json")]) == 0
+    out = capsys.readouterr().out
+    assert "trackml_score" in out and "mean over 3 events" in out
+    summary = json.loads((tmp / "m.json").read_text())
+    per_event = [evaluate_event(event=e, submission=s) for e, s in zip(events, subs)]
+    assert [e["event_id"] for e in summary["per_event"]] == [1, 2, 3]
+    for key in HEADLINE:
+        # NaN-aware: event 3 (shuffled tracks) has no purity-matched particle, so no duplicate rate
+        assert summary[key] == pytest.approx(np.nanmean([e[key] for e in per_event])), key
+        got = [np.nan if e[key] is None else e[key] for e in summary["per_event"]]
+        assert got == pytest.approx([e[key] for e in per_event], nan_ok=True)
+    assert summary["per_event"][2]["duplicate_rate"] is None
+    assert summary["per_event"][1]["trackml_score"] == pytest.approx(1.0)
+    assert summary["binned"]["efficiency_pt"][0]["lo"] == 0.0
+    assert not list(tmp.glob(".*.part"))
+
+
+def test_single_csv_with_event_ids_and_cuts(data, capsys):
+    tmp, events, subs = data
+    both = pd.concat([s.assign(event_id=e.event_id) for e, s in zip(events, subs)])
+    both[["event_id", "hit_id", "track_id"]].to_csv(tmp / "all.csv", index=False)
+    assert main(["evaluate", str(tmp / "events"), str(tmp / "all.csv"), "--json", str(tmp / "m.json"),
+                 "--pt-min", "0.4"]) == 0
+    first = json.loads((tmp / "m.json").read_text())["per_event"][0]
+    assert first["n_reconstructable"] == 3 and first["perfect_efficiency"] == pytest.approx(1 / 3)
+
+
+def test_volume_selection_drops_other_hits(data, capsys):
+    tmp, events, _ = data
+    event = events[1]
+    event.hits.loc[event.hits.index[:5], "volume_id"] = 12
+    trackml.write_event(event, tmp / "events")
+    assert main(["evaluate", str(tmp / "events" / event.name), str(tmp / "subs"), "--volumes", "pixel",
+                 "--json", str(tmp / "v.json")]) == 0
+    (only,) = json.loads((tmp / "v.json").read_text())["per_event"]
+    assert only["n_hits"] == len(event.hits) - 5
+
+
+def _bad(argv, capsys, *needles):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("trackformers: error: ")
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_submission_missing_a_hit(data, capsys):
+    tmp, events, subs = data
+    write_submission(subs[0].iloc[1:], tmp / "subs" / "event000000001-submission.csv", event_id=1)
+    _bad(["evaluate", str(tmp / "events"), str(tmp / "subs")], capsys,
+         "event000000001-submission.csv", "hit_id 1 has no track")
+
+
+def test_submission_assigning_a_hit_twice(data, capsys):
+    tmp, events, subs = data
+    write_submission(pd.concat([subs[0], subs[0].iloc[[4]]]), tmp / "subs" / "event000000001-submission.csv",
+                     event_id=1)
+    _bad(["evaluate", str(tmp / "events"), str(tmp / "subs")], capsys, "hit_id 5 is assigned twice")
+
+
+def test_missing_submission_file(data, capsys):
+    tmp, *_ = data
+    (tmp / "subs" / "event000000002-submission.csv").unlink()
+    _bad(["evaluate", str(tmp / "events"), str(tmp / "subs")], capsys,
+         "no submission for event000000002", "event000000002-submission.csv")
+
+
+def test_missing_event_in_single_csv(data, capsys):
+    tmp, *_ = data
+    (tmp / "one.csv").write_text("event_id,hit_id,track_id\n1,1,1\n")
+    _bad(["evaluate", str(tmp / "events" / "event000000002"), str(tmp / "one.csv")], capsys,
+         "no rows with event_id 2")
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        ("event_id,hit_id,track_id\n1,1,x\n", ("column 'track_id' has value 'x' on line 2",)),
+        ("event_id,hit_id\n1,1\n", ("missing column(s) track_id",)),
+        ("event_id,hit_id,track_id\n1,1,\n", ("column 'track_id' has missing/NaN value",)),
+        ("", ("the file is empty",)),
+    ],
+)
+def test_bad_submission_csv(data, capsys, text, needles):
+    tmp, *_ = data
+    (tmp / "bad.csv").write_text(text)
+    _bad(["evaluate", str(tmp / "events"), str(tmp / "bad.csv")], capsys, "bad.csv", *needles)
+
+
+def test_bad_event_files(data, capsys):
+    tmp, *_ = data
+    hits = tmp / "events" / "event000000002-hits.csv"
+    df = pd.read_csv(hits)
+    df.loc[3, "hit_id"] = df.loc[2, "hit_id"]
+    df.to_csv(hits, index=False)
+    _bad(["evaluate", str(tmp / "events"), str(tmp / "subs")], capsys, "event000000002-hits.csv",
+         f"duplicate hit_id {df.loc[2, 'hit_id']}")
+    df.drop(columns="z").to_csv(hits, index=False)
+    _bad(["evaluate", str(tmp / "events"), str(tmp / "subs")], capsys, "missing column(s) z")
+    (tmp / "events" / "event000000003-truth.csv").unlink()
+    _bad(["evaluate", str(tmp / "events" / "event000000003"), str(tmp / "subs")], capsys,
+         "no truth table; evaluation needs truth")
+    _bad(["evaluate", str(tmp / "nowhere"), str(tmp / "subs")], capsys, "nowhere: no such file or folder")
+    _bad(["evaluate", str(tmp / "events"), str(tmp / "nosubs")], capsys, "nosubs: no such submission")
+
+
+def test_plots_are_written(data, capsys):
+    tmp, *_ = data
+    assert main(["evaluate", str(tmp / "events"), str(tmp / "subs"), "--plots", str(tmp / "plots")]) == 0
+    assert (tmp / "plots" / "efficiency_pt.png").is_file() and "plot file(s)" in capsys.readouterr().out
+
+
+def test_plots_without_plot_module(data, capsys, monkeypatch):
+    tmp, *_ = data
+    monkeypatch.setitem(sys.modules, "trackformers.plots", None)  # import now fails as if absent
+    _bad(["evaluate", str(tmp / "events"), str(tmp / "subs"), "--plots", str(tmp / "plots")], capsys,
+         "--plots needs the trackformers.plots module")
+    assert not (tmp / "plots").exists()
