@@ -52,8 +52,8 @@ def test_barcode_round_trip_and_secondaries():
     # a Fatras secondary: vertex 3, vertex_secondary 2, particle 7, generation 1, sub-particle 5
     sec = np.array([(3 << 52) | (2 << 40) | (7 << 24) | (1 << 16) | 5], dtype=np.uint64)
     f = decode_particle_id(acts_engine.barcode_to_trackml(sec))
-    assert (f["vertex_id"][0], f["primary_id"][0], f["generation"][0], f["secondary_id"][0], f["process"][0]) \
-        == (3, 7, 1, 5, 2)
+    fields = ("vertex_id", "primary_id", "generation", "secondary_id", "process")
+    assert tuple(int(f[k][0]) for k in fields) == (3, 7, 1, 5, 2)
 
 
 def test_particles_csv_columns():
@@ -107,8 +107,8 @@ def test_secondaries_are_added_from_the_particle_table():
     sec_barcode = np.uint64((1 << 52) | (1 << 24) | (1 << 16) | 1)
     hits = hits.assign(particle_id=sec_barcode)
     secondaries = pd.DataFrame({"particle_id": [sec_barcode], "particle_type": [11], "process": [0],
-                                "vx": [1.0], "vy": [0.0], "vz": [0.0], "vt": [0.0], "px": [0.5], "py": [0.0], "pz": [0.1],
-                                "m": [0.000511], "q": [-1.0]})
+                                "vx": [1.0], "vy": [0.0], "vz": [0.0], "vt": [0.0], "px": [0.5],
+                                "py": [0.0], "pz": [0.1], "m": [0.000511], "q": [-1.0]})
     cross, parts2 = acts_engine.crossings_from_hits(hits, parts, LAYERS, secondaries)
     assert len(parts2["particle_id"]) == len(parts["particle_id"]) + 1 and len(cross["layer"]) == len(hits)
     assert parts2["particle_type"][-1] == 11 and parts2["q"][-1] == -1
