@@ -12,6 +12,7 @@ import numpy as np
 
 from trackformers.errors import InputError
 from trackformers.events import Event
+from trackformers.simulation.generator import check_pileup
 from trackformers.simulation.geometry import LAYERS, VOLUME_IDS, select_volumes
 
 ENGINES: tuple[str, ...] = ("builtin", "acts")
@@ -65,6 +66,7 @@ def simulate(n_events: int, *, seed: int, pileup: float = 0.0, volumes: object =
         raise InputError(f"number of events = {n_events!r}; expected a positive integer.")
     _check_seed(seed)
     select_volumes(volumes)  # fail here, not lazily at the first event
+    check_pileup(pileup)
     if engine not in ENGINES:
         raise InputError(f"unknown simulation engine '{engine}'; expected one of {', '.join(ENGINES)}.")
 
