@@ -1,4 +1,4 @@
-"""``trackformers simulate``: files that read back as the simulated events, worker-independent, clear errors."""
+"""``trackformers simulate``: files that read back as the simulated events, any --workers, clear errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``trackformers simulate``: simulated events (built-in engine or ACTS Fatras) to TrackML CSV, ROOT or Parquet.
+"""``trackformers simulate``: simulated events (built-in engine or ACTS Fatras) to CSV, ROOT or Parquet.
 
 Event ``i`` of a run gets the seed ``event_seed(--seed, i)`` and the id ``--first-event-id + i``, so the
 output does not depend on ``--workers``. Workers simulate in a process pool; the main process writes the
@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", type=float, help="noise hits as a fraction of particle hits (default 0)")
     parser.add_argument("--efficiency", type=float, help="hit efficiency (default 0.98)")
     parser.add_argument("--hard-scatter", action="store_true", help="add a harder, ttbar-like first vertex")
-    parser.add_argument("--gun", type=int, help="particle gun: this many particles instead of the first vertex")
+    parser.add_argument("--gun", type=int,
+                        help="particle gun: this many particles instead of the first vertex")
     parser.add_argument("--gun-pt", help="particle gun pT range in GeV, LOW,HIGH (default 1,10)")
     parser.add_argument("--no-scattering", action="store_true", help="switch multiple scattering off")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
