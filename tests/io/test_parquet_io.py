@@ -60,6 +60,22 @@ def test_selection_of_events_columns_volumes(dataset):
         list(read_events(folder, columns=["energy"]))
 
 
+def test_cells_table_round_trips_and_follows_volumes(tmp_path: Path):
+    ev = random_event(4, 29)
+    rng = np.random.default_rng(0)
+    ids = np.repeat(ev.hits["hit_id"].to_numpy(), 2)
+    ev.cells = pd.DataFrame({"hit_id": ids, "ch0": rng.integers(0, 1000, len(ids)),
+                             "ch1": rng.integers(0, 1000, len(ids)), "value": rng.random(len(ids))})
+    paths = parquet.write([ev], tmp_path / "c")
+    assert paths[-1].name == "cells.parquet"
+    (back,) = read_events(tmp_path / "c")
+    pd.testing.assert_frame_equal(back.cells, ev.cells)
+    (sel,) = read_events(tmp_path / "c", volumes=[8])
+    assert set(sel.cells["hit_id"]) == set(sel.hits["hit_id"])
+    (none,) = read_events(tmp_path / "c", cells=False)
+    assert none.cells is None
+
+
 def test_foreign_file_with_many_events_per_row_group(tmp_path: Path):
     events = [random_event(e, n, truth=False, particles=False) for e, n in [(4, 17), (2, 23), (9, 5)]]
     table = pd.concat([e.hits.assign(event_id=e.event_id) for e in events], ignore_index=True)

@@ -1,4 +1,4 @@
-"""Event-partitioned Parquet (``NAME = "parquet"``): ``DIR/{hits,truth,particles}.parquet``.
+"""Event-partitioned Parquet (``NAME = "parquet"``): ``DIR/{hits,truth,particles,cells}.parquet``.
 
 Each file holds the TrackML columns of one table plus a leading ``event_id`` (int64) column, one row group per
 event, so plain ``pandas.read_parquet(DIR / "hits.parquet")`` (or polars) reads it without our code, and we
@@ -24,9 +24,9 @@ from trackformers.io.atomic import atomic_path
 
 NAME = "parquet"
 MAGIC = b"PAR1"
-TABLES = ("hits", "truth", "particles")
+TABLES = ("hits", "truth", "particles", "cells")
 EVENTS_KEY = b"trackformers.events"
-OPTIONS = ("truth", "columns")
+OPTIONS = ("truth", "cells", "columns")
 
 
 def detect(path: Path) -> bool:
@@ -58,7 +58,7 @@ def table_paths(path: Path) -> dict[str, Path]:
     found = {"hits": hits}
     if "hits" in hits.name:
         i = hits.name.rfind("hits")
-        for table in ("truth", "particles"):
+        for table in TABLES[1:]:
             cand = hits.with_name(hits.name[:i] + table + hits.name[i + 4:])
             if cand.is_file():
                 found[table] = cand
@@ -129,13 +129,15 @@ def _first(err: BaseException) -> str:
 
 
 def read(path: Path, *, volumes: Sequence[int] | None = None, events: Iterable[int] | None = None,
-         truth: bool = True, columns: Sequence[str] | None = None, **options: object) -> Iterator[Event]:
+         truth: bool = True, cells: bool = True, columns: Sequence[str] | None = None,
+         **options: object) -> Iterator[Event]:
     """Yield events lazily, reading only the selected events' row groups.
 
     Args:
         volumes: keep hits of these volume ids only (their truth rows follow).
         events: keep these event ids only (None: all).
         truth: also read truth and particles when present (False: hits only, faster).
+        cells: also read the cells table when present.
         columns: hit columns to read (default all); the TrackML hit columns are always read.
     """
     if options:
@@ -144,7 +146,8 @@ def read(path: Path, *, volumes: Sequence[int] | None = None, events: Iterable[i
     from trackformers.events import HIT_COLUMNS
 
     paths = table_paths(Path(path))
-    tables = {name: _Table(p) for name, p in paths.items() if name == "hits" or truth}
+    keep = {"hits": True, "truth": truth, "particles": truth, "cells": cells}
+    tables = {name: _Table(p) for name, p in paths.items() if keep[name]}
     hits_cols = None if columns is None else list(dict.fromkeys([*HIT_COLUMNS, *columns]))
     wanted = None if events is None else {int(e) for e in events}
     for eid in tables["hits"].event_ids():
@@ -153,11 +156,18 @@ def read(path: Path, *, volumes: Sequence[int] | None = None, events: Iterable[i
         hits = tables["hits"].read_event(eid, hits_cols)
         tru = tables["truth"].read_event(eid) if "truth" in tables else None
         parts = tables["particles"].read_event(eid) if "particles" in tables else None
+        cell = tables["cells"].read_event(eid) if "cells" in tables else None
         if volumes is not None:
             hits = hits[np.isin(hits["volume_id"].to_numpy(), volumes)].reset_index(drop=True)
-            if tru is not None:
-                tru = tru[np.isin(tru["hit_id"].to_numpy(), hits["hit_id"].to_numpy())].reset_index(drop=True)
-        yield Event(eid, hits, tru, parts, source=str(paths["hits"])).validate()
+            tru, cell = (_same_hits(t, hits) for t in (tru, cell))
+        yield Event(eid, hits, tru, parts, cells=cell, source=str(paths["hits"])).validate()
+
+
+def _same_hits(df: pd.DataFrame | None, hits: pd.DataFrame) -> pd.DataFrame | None:
+    """Rows of ``df`` whose hit_id is among ``hits`` (truth and cells follow a volume selection)."""
+    if df is None:
+        return None
+    return df[np.isin(df["hit_id"].to_numpy(), hits["hit_id"].to_numpy())].reset_index(drop=True)
 
 
 def _frame(event: Event, name: str) -> pd.DataFrame | None:
@@ -170,8 +180,8 @@ def _frame(event: Event, name: str) -> pd.DataFrame | None:
 
 
 def write(events: Iterable[Event], out: Path) -> list[Path]:
-    """Write ``events`` into folder ``out`` (hits/truth/particles.parquet, one row group per event); returns
-    the written paths. Files appear only when complete (atomic rename)."""
+    """Write ``events`` into folder ``out`` (hits/truth/particles/cells.parquet, one row group per event);
+    returns the written paths. Files appear only when complete (atomic rename)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
