@@ -35,12 +35,14 @@ class KernelConfigs:
 INTERPRETER = KernelConfigs(fwd=TileConfig(32, 16, 4, 1), dkdv=TileConfig(16, 32, 4, 1),
                             dq=TileConfig(32, 16, 4, 1))
 
-#: H100 winners per head dim (bf16/fp16). fp32 uses the same tiles halved (IEEE fp32 dots need registers).
+#: H100 winners per head dim (bf16/fp16), from ``benchmarks/attention.py --sweep --n 65536 --w 512`` on
+#: 2026-11-24 (D = 64 and 32 swept; D = 16 takes D = 32's, D = 128 smaller stages for shared memory).
+#: fp32 uses the same tiles halved (IEEE fp32 dots need registers).
 TUNED: dict[int, KernelConfigs] = {
-    16: KernelConfigs(TileConfig(128, 64, 4, 3), TileConfig(64, 128, 8, 3), TileConfig(128, 64, 8, 3)),
-    32: KernelConfigs(TileConfig(128, 64, 4, 3), TileConfig(64, 128, 8, 3), TileConfig(128, 64, 8, 3)),
-    64: KernelConfigs(TileConfig(128, 64, 4, 3), TileConfig(64, 128, 8, 3), TileConfig(128, 64, 8, 3)),
-    128: KernelConfigs(TileConfig(128, 64, 8, 3), TileConfig(64, 128, 8, 2), TileConfig(128, 64, 8, 2)),
+    16: KernelConfigs(TileConfig(64, 64, 4, 3), TileConfig(128, 64, 4, 2), TileConfig(64, 32, 4, 4)),
+    32: KernelConfigs(TileConfig(64, 64, 4, 3), TileConfig(128, 64, 4, 2), TileConfig(64, 32, 4, 4)),
+    64: KernelConfigs(TileConfig(64, 64, 4, 3), TileConfig(128, 64, 4, 2), TileConfig(64, 64, 4, 3)),
+    128: KernelConfigs(TileConfig(64, 64, 4, 2), TileConfig(64, 64, 4, 2), TileConfig(64, 64, 4, 2)),
 }
 
 
