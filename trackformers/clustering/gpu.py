@@ -14,6 +14,7 @@ with ``amin`` over the edges) plus pointer jumping, iterated until no label chan
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -135,6 +136,8 @@ class GPUClusterer:
         max_elements: working-tensor bound per chunk (memory knob for huge events).
     """
 
+    #: Tells the task to pass each hit's φ, so the rows can be φ-sorted here whatever their order.
+    uses_phi: ClassVar[bool] = True
     radius: float = 0.2
     k: int | None = None
     window: int | None = 256

@@ -30,6 +30,7 @@ class Recorder:
     """A stand-in clusterer that stores its inputs and labels row ``i`` as track ``i``."""
 
     calls: list[tuple[Tensor, Tensor | None, dict[str, Any]]] = field(default_factory=list)
+    uses_phi: bool = True  # ask for φ too, so a φ-windowed clusterer can be replayed
 
     def __call__(self, x: Tensor, *, beta: Tensor | None = None, **kwargs: Any) -> Tensor:
         self.calls.append((x.detach(), None if beta is None else beta.detach(), kwargs))
@@ -68,7 +69,8 @@ def _submission(module: Any, event: Event, rec: Recorded | None, clusterer: Call
     if rec is None:
         with torch.inference_mode():
             return module.reconstruct(event, clusterer=clusterer)
-    labels = clusterer(rec.x, beta=rec.beta, **rec.kwargs)
+    kwargs = rec.kwargs if getattr(clusterer, "uses_phi", False) else {}
+    labels = clusterer(rec.x, beta=rec.beta, **kwargs)
     return pd.DataFrame({"hit_id": rec.hit_ids, "track_id": labels.cpu().numpy().astype(np.int64)})
 
 

@@ -1,0 +1,176 @@
+"""``trackformers reconstruct`` / ``demo`` / ``tune`` end to end with a tiny untrained checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from trackformers import inference
+from trackformers.cli import main
+from trackformers.io import write_events
+from trackformers.io.submission import read_submission
+from trackformers.simulation import simulate
+
+TINY_MODEL = {
+    "encoder": {"class_path": "trackformers.models.encoder.Encoder",
+                "init_args": {"d_model": 16, "n_heads": 2, "n_layers": 1, "backend": "dense",
+                              "window": None}},
+    "task": {"class_path": "trackformers.models.tasks.EmbeddingTask", "init_args": {"dim": 4}},
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from trackformers.training.module import TrackingModule
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
+    return TrackingModule(**TINY_MODEL).export_checkpoint(path)
+
+
+@pytest.fixture(scope="module")
+def events() -> list:
+    return list(simulate(3, seed=97, pileup=2, volumes=(7, 8, 9)))
+
+
+@pytest.fixture()
+def event_dir(tmp_path: Path, events: list) -> Path:
+    write_events(events, tmp_path / "events", format="csv")
+    return tmp_path / "events"
+
+
+def assert_complete(path: Path, event) -> None:  # noqa: ANN001 - Event
+    sub = read_submission(path)
+    assert sorted(sub["hit_id"]) == sorted(event.hits["hit_id"])  # every hit exactly once
+    assert (sub["event_id"] == event.event_id).all()
+
+
+def no_partial_files(folder: Path) -> bool:
+    return not [p for p in folder.rglob("*") if p.name.endswith(".part")]
+
+
+def test_reconstruct_csv_with_evaluate(tmp_path: Path, event_dir: Path, events: list, checkpoint: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    status = main(["reconstruct", str(event_dir), "--checkpoint", str(checkpoint), "--out", str(out),
+                   "--evaluate", "--no-progress", "--clusterer", "gpu", "--param", "radius=0.3"])
+    assert status == 0
+    for event in events:
+        assert_complete(out / f"{event.name}-submission.csv", event)
+    text = capsys.readouterr().out
+    assert f"events 3, hits {sum(len(e) for e in events)}" in text
+    for stage in inference.STAGES:
+        assert stage in text
+    assert "dm_efficiency" in text and "fake_rate" in text
+
+
+def test_reconstruct_parquet_and_volumes(tmp_path: Path, event_dir: Path, events: list,
+                                         checkpoint: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(event_dir / "event*-hits.csv"), "--checkpoint", str(checkpoint),
+                 "--out", str(out), "--format", "parquet", "--volumes", "8", "--no-progress"]) == 0
+    table = pd.read_parquet(out / "submission.parquet")
+    for event in events:
+        pixel8 = event.hits.loc[event.hits["volume_id"] == 8, "hit_id"]
+        rows = table[table["event_id"] == event.event_id]
+        assert sorted(rows["hit_id"]) == sorted(pixel8)
+
+
+def break_event(event_dir: Path, name: str) -> Path:
+    """Drop the ``x`` column of one event's hits file (a realistic broken input)."""
+    path = event_dir / f"{name}-hits.csv"
+    pd.read_csv(path).drop(columns=["x"]).to_csv(path, index=False)
+    return path
+
+
+def test_on_error_fail_stops_with_one_clear_error(tmp_path: Path, event_dir: Path, events: list,
+                                                  checkpoint: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    bad = break_event(event_dir, events[1].name)
+    out = tmp_path / "out"
+    status = main(["reconstruct", str(event_dir), "--checkpoint", str(checkpoint), "--out", str(out),
+                   "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert str(bad) in err and "missing column(s) x" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert_complete(out / f"{events[0].name}-submission.csv", events[0])  # done before the bad one
+    assert not (out / f"{events[1].name}-submission.csv").exists()
+    assert not (out / f"{events[2].name}-submission.csv").exists()
+    assert no_partial_files(out)
+
+
+def test_on_error_skip_reports_and_goes_on(tmp_path: Path, event_dir: Path, events: list, checkpoint: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    bad = break_event(event_dir, events[0].name)
+    garbage = tmp_path / "broken.parquet"
+    garbage.write_bytes(b"not a parquet file at all")
+    out = tmp_path / "out"
+    status = main(["reconstruct", str(garbage), str(tmp_path / "missing_dir"), str(event_dir),
+                   "--checkpoint", str(checkpoint), "--out", str(out), "--on-error", "skip", "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 0
+    skipped = [line for line in err.splitlines() if line.startswith("trackformers: skipped")]
+    assert len(skipped) == 3
+    assert any(str(garbage) in s for s in skipped) and any("missing_dir" in s for s in skipped)
+    assert any(str(bad) in s for s in skipped)
+    assert not (out / f"{events[0].name}-submission.csv").exists()
+    for event in events[1:]:
+        assert_complete(out / f"{event.name}-submission.csv", event)
+    assert no_partial_files(out)
+
+
+def test_duplicate_event_is_an_error(tmp_path: Path, event_dir: Path, checkpoint: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    prefix = str(event_dir / "event000000000")
+    status = main(["reconstruct", prefix, prefix, "--checkpoint", str(checkpoint), "--out",
+                   str(tmp_path / "out"), "--no-progress"])
+    assert status == 2 and "already read" in capsys.readouterr().err
+
+
+def test_missing_shipped_checkpoint_says_what_to_do(tmp_path: Path, event_dir: Path,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(inference, "CHECKPOINT_DIR", tmp_path / "nowhere")
+    assert main(["reconstruct", str(event_dir), "--out", str(tmp_path / "out")]) == 2
+    assert "--checkpoint" in capsys.readouterr().err
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "Traceback" not in err
+    assert not (tmp_path / "demo").exists()  # failed before simulating anything
+
+
+def test_bad_options(tmp_path: Path, event_dir: Path, checkpoint: Path,
+                     capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["reconstruct", str(event_dir), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o")]
+    assert main([*base, "--volumes", "7,x"]) == 2
+    assert main([*base, "--param", "eps=0.1"]) == 2
+    assert main([*base, "--clusterer", "dbscan", "--param", "bogus=1"]) == 2
+    assert main([*base[:-4], "--checkpoint", str(tmp_path / "none.ckpt"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 4
+
+
+def test_demo_end_to_end(tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--checkpoint", str(checkpoint), "--out", str(out), "--events", "2",
+                 "--pileup", "1", "--seed", "12345"]) == 0
+    text = capsys.readouterr().out
+    assert "dm_efficiency" in text and "events 2" in text
+    assert len(list((out / "submissions").glob("*-submission.csv"))) == 2
+    assert (out / "metrics.json").is_file()
+    try:
+        import trackformers.plots  # noqa: F401
+    except ImportError:
+        return
+    assert list((out / "plots").glob("efficiency_pt.png"))
+
+
+def test_tune_scans_values(tmp_path: Path, event_dir: Path, checkpoint: Path,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tune", str(event_dir), "--checkpoint", str(checkpoint), "--clusterer", "dbscan",
+                 "--scan", "eps=0.05,0.5", "--param", "min_samples=2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:3] == ["eps", "DM", "eff"]
+    assert [line.split()[0] for line in lines[2:]] == ["0.05", "0.5"]

@@ -1,0 +1,118 @@
+"""``trackformers reconstruct``: hits → tracks over files, folders or globs; one submission per event."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from trackformers.errors import InputError
+
+NAME = "reconstruct"
+HELP = "reconstruct tracks over event files with a trained checkpoint; write TrackML submissions"
+
+
+def parse_volumes(text: str | None) -> list[int] | None:
+    """``"7,8,9"`` → ``[7, 8, 9]``; None stays None."""
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--volumes {text}: expected comma-separated volume ids such as 7,8,9.") from None
+
+
+def parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``["eps=0.3", "k=none"]`` → ``{"eps": 0.3, "k": None}`` (ints, floats, none/true/false)."""
+    params: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--param {item}: expected KEY=VALUE, e.g. eps=0.2.")
+        low = value.lower()
+        if low in ("none", "null"):
+            params[key] = None
+        elif low in ("true", "false"):
+            params[key] = low == "true"
+        else:
+            try:
+                params[key] = int(value)
+            except ValueError:
+                try:
+                    params[key] = float(value)
+                except ValueError:
+                    params[key] = value
+    return params
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Options shared with ``trackformers demo`` and ``trackformers tune``."""
+    from trackformers.clustering import names
+
+    parser.add_argument("--checkpoint", default=None,
+                        help="model checkpoint (default: the shipped one in data/checkpoints/)")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    parser.add_argument("--clusterer", choices=names(), default=None,
+                        help="track builder (default: the one the model was trained with)")
+    parser.add_argument("--param", action="append", metavar="KEY=VALUE",
+                        help="clusterer hyper-parameter, repeatable (e.g. --param eps=0.2)")
+
+
+def make_clusterer(args: argparse.Namespace) -> Any:
+    """The clusterer named by ``--clusterer`` with ``--param`` values, or None for the model's default."""
+    from trackformers.clustering import make_clusterer as make
+
+    params = parse_params(args.param)
+    if args.clusterer is None:
+        if params:
+            raise InputError("--param needs --clusterer NAME to say which clusterer the values are for.")
+        return None
+    return make(args.clusterer, **params)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="event files, folders, TrackML prefixes or globs (CSV, ROOT or Parquet)")
+    parser.add_argument("--out", required=True, help="output folder for the submissions")
+    parser.add_argument("--format", choices=("csv", "parquet"), default="csv",
+                        help="csv: DIR/<event>-submission.csv; parquet: one data set DIR/submission.parquet/")
+    add_common(parser)
+    parser.add_argument("--on-error", choices=("fail", "skip"), default="fail",
+                        help="bad input: stop with an error (fail) or report it and go on (skip)")
+    parser.add_argument("--evaluate", action="store_true", help="print the metrics table (needs truth)")
+    parser.add_argument("--volumes", default=None, help="keep only these volume ids, e.g. 7,8,9")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from trackformers.inference import default_checkpoint, load_module, reconstruct_files, resolve_device
+
+    device = resolve_device(args.device)
+    clusterer = make_clusterer(args)
+    volumes = parse_volumes(args.volumes)
+    module = load_module(args.checkpoint or default_checkpoint(), device)
+
+    def on_skip(source: str, reason: str) -> None:
+        print(f"trackformers: skipped {source}: {reason}", file=sys.stderr)
+
+    summary = reconstruct_files(args.inputs, module=module, out_dir=args.out, clusterer=clusterer,
+                                fmt=args.format, on_error=args.on_error, volumes=volumes,
+                                evaluate=args.evaluate, progress=False if args.no_progress else None,
+                                device=device, on_skip=on_skip)
+    print(summary.format())
+    if args.evaluate:
+        print_metrics(summary.metrics)
+    if summary.events == 0 and summary.skipped:
+        print("trackformers: error: no event was reconstructed; every input was skipped.", file=sys.stderr)
+        return 2
+    return 0
+
+
+def print_metrics(metrics: dict[str, Any] | None) -> None:
+    """The metrics table (same module as ``trackformers evaluate``), or a note when no event had truth."""
+    if metrics is None:
+        print("no event had truth: nothing to evaluate.")
+        return
+    from trackformers.metrics import format_table
+
+    print(format_table(metrics))

@@ -1,0 +1,289 @@
+"""Reconstruct tracks over event files: stream events in, write one TrackML submission per event out.
+
+The main job a physicist runs (``trackformers reconstruct``). Inputs are files, folders, TrackML prefixes or
+globs of any supported format; events are read one at a time (a folder of TrackML events is split into its
+events, so a bad event costs only itself under ``on_error="skip"``). Each submission holds every input hit
+exactly once (checked before writing) and is written atomically, so an interrupted run never leaves a
+partial file. Time is split into the stages read, features, model, clustering and write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from trackformers.errors import InputError
+from trackformers.events import Event
+
+STAGES: tuple[str, ...] = ("read", "features", "model", "clustering", "write")
+FORMATS: tuple[str, ...] = ("csv", "parquet")
+#: Where the shipped checkpoint lives, relative to the repository (the package's parent folder).
+CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "data" / "checkpoints"
+
+
+def default_checkpoint() -> Path:
+    """The shipped checkpoint (``data/checkpoints/*.ckpt``; ``best.ckpt`` if several); InputError if none."""
+    found = sorted(CHECKPOINT_DIR.glob("*.ckpt")) if CHECKPOINT_DIR.is_dir() else []
+    if not found:
+        raise InputError(f"no shipped checkpoint found in {CHECKPOINT_DIR} (expected a *.ckpt file); "
+                         "pass one with --checkpoint PATH.")
+    best = [p for p in found if p.name == "best.ckpt"]
+    return best[0] if best else found[0]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → cuda when available, else cpu; ``cuda`` without a GPU is an InputError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: no CUDA GPU is available here; expected --device cpu or auto.")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise InputError(f"--device {name}: unknown device; expected auto, cpu or cuda.")
+    return torch.device(name)
+
+
+def load_module(checkpoint: str | Path, device: torch.device) -> Any:
+    """Load a :class:`~trackformers.training.module.TrackingModule` for inference (eval mode, on device)."""
+    from trackformers.training.module import TrackingModule
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise InputError(f"checkpoint {path}: no such file; expected a .ckpt written by trackformers.")
+    module = TrackingModule.load_checkpoint(path, map_location="cpu")
+    return module.to(device).eval()
+
+
+class StageTimer:
+    """Wall time per stage (seconds, summed over events); synchronises CUDA so GPU work is counted."""
+
+    def __init__(self, device: torch.device | None = None) -> None:
+        self.seconds: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+        self._cuda = device is not None and device.type == "cuda"
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        if self._cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self._cuda:
+                torch.cuda.synchronize()
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+
+
+@dataclass
+class TimedClusterer:
+    """Wraps a clusterer so the time spent inside it is booked as the ``clustering`` stage."""
+
+    inner: Callable[..., Tensor]
+    timer: StageTimer
+
+    @property
+    def uses_phi(self) -> bool:
+        return bool(getattr(self.inner, "uses_phi", False))
+
+    def __call__(self, x: Tensor, *, beta: Tensor | None = None, **kwargs: Any) -> Tensor:
+        with self.timer("clustering"):
+            return self.inner(x, beta=beta, **kwargs)
+
+
+def reconstruct_event(module: Any, event: Event, clusterer: Callable[..., Tensor] | None,
+                      timer: StageTimer) -> pd.DataFrame:
+    """``DataFrame[hit_id, track_id]`` for one event; books features, model and clustering time."""
+    if len(event.hits) == 0:
+        return pd.DataFrame({"hit_id": np.zeros(0, np.int64), "track_id": np.zeros(0, np.int64)})
+    if clusterer is None and hasattr(getattr(module, "task", None), "clusterer"):
+        clusterer = module.task.clusterer(None)  # the model's default, built here so its time is booked
+    timed = TimedClusterer(clusterer, timer) if clusterer is not None else None
+    spent = timer.seconds["clustering"]
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        sub = module.reconstruct(event, clusterer=timed)
+    total = time.perf_counter() - t0
+    spent = timer.seconds["clustering"] - spent
+    # A module may report its feature time (``last_timings``); the rest besides clustering is the model's.
+    features = float((getattr(module, "last_timings", None) or {}).get("features", 0.0))
+    timer.seconds["features"] += features
+    timer.seconds["model"] += max(0.0, total - spent - features)
+    return sub
+
+
+def output_path(out_dir: Path, event: Event, fmt: str) -> Path:
+    """``DIR/event000000001-submission.csv``, or ``DIR/submission.parquet/event000000001.parquet``."""
+    if fmt == "parquet":
+        return out_dir / "submission.parquet" / f"{event.name}.parquet"
+    return out_dir / f"{event.name}-submission.csv"
+
+
+def write_output(event: Event, submission: pd.DataFrame, out_dir: str | Path, fmt: str = "csv") -> Path:
+    """Check that every hit appears exactly once, then write the submission atomically; returns its path."""
+    from trackformers.io.atomic import atomic_path
+    from trackformers.io.submission import check_submission, write_submission
+
+    check_submission(event, submission)
+    path = output_path(Path(out_dir), event, fmt)
+    if fmt == "csv":
+        return write_submission(submission, path, event_id=event.event_id)
+    if fmt != "parquet":
+        raise InputError(f"--format {fmt}: unknown output format; expected one of {', '.join(FORMATS)}.")
+    table = pd.DataFrame({"event_id": np.full(len(submission), event.event_id, np.int64),
+                          "hit_id": submission["hit_id"].to_numpy(np.int64),
+                          "track_id": submission["track_id"].to_numpy(np.int64)})
+    with atomic_path(path) as tmp:  # a dot-named temporary: Parquet data-set readers ignore it
+        table.to_parquet(tmp, index=False)
+    return path
+
+
+def input_units(inputs: Sequence[str | Path], on_error: str, skipped: list[tuple[str, str]]) -> list[Path]:
+    """Expand inputs into readable units (files; TrackML folders into event prefixes), in order.
+
+    An input that matches nothing raises InputError with ``on_error="fail"``; with ``"skip"`` it is recorded
+    in ``skipped`` as ``(input, reason)``.
+    """
+    from trackformers.io import expand, trackml
+
+    units: list[Path] = []
+    for item in inputs:
+        try:
+            for path in expand([item]):
+                if path.is_dir() and trackml.detect(path):
+                    units.extend(trackml.prefixes(path))
+                else:
+                    units.append(path)
+        except InputError as err:
+            if on_error == "fail":
+                raise
+            skipped.append((str(item), str(err)))
+    return units
+
+
+def iter_events(units: Sequence[Path], *, volumes: Sequence[int] | None, on_error: str,
+                skipped: list[tuple[str, str]], timer: StageTimer | None = None) -> Iterator[Event]:
+    """Stream the events of ``units``; a unit that fails to read is raised (fail) or skipped and recorded."""
+    from trackformers.io import read_events
+
+    timer = timer or StageTimer()
+    for unit in units:
+        events = read_events([unit], volumes=volumes)
+        while True:
+            try:
+                with timer("read"):
+                    event = next(events)
+            except StopIteration:
+                break
+            except Exception as err:  # noqa: BLE001 - any reader failure is a property of the file
+                error = err if isinstance(err, InputError) else InputError(
+                    f"{unit}: cannot read the file ({type(err).__name__}: {err}).")
+                if on_error == "fail":
+                    raise error from None
+                skipped.append((str(unit), str(error)))
+                break
+            yield event
+
+
+@dataclass
+class Summary:
+    """What a reconstruction run did: counts, per-stage seconds, skipped inputs, written files, metrics."""
+
+    events: int = 0
+    hits: int = 0
+    tracks: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+    metrics: dict[str, Any] | None = None
+
+    def format(self) -> str:
+        """A few lines: counts, then total and per-event milliseconds per stage."""
+        n = max(self.events, 1)
+        lines = [f"events {self.events}, hits {self.hits}, tracks {self.tracks}, skipped inputs "
+                 f"{len(self.skipped)}", f"{'stage':<12}{'total s':>10}{'ms/event':>11}"]
+        for stage in STAGES:
+            s = self.seconds.get(stage, 0.0)
+            lines.append(f"{stage:<12}{s:>10.3f}{1e3 * s / n:>11.1f}")
+        total = sum(self.seconds.values())
+        lines.append(f"{'total':<12}{total:>10.3f}{1e3 * total / n:>11.1f}")
+        return "\n".join(lines)
+
+
+def reconstruct_files(inputs: Sequence[str | Path], *, module: Any, out_dir: str | Path,
+                      clusterer: Callable[..., Tensor] | None = None, fmt: str = "csv",
+                      on_error: str = "fail", volumes: Sequence[int] | None = None, evaluate: bool = False,
+                      progress: bool | None = None, device: torch.device | None = None,
+                      on_skip: Callable[[str, str], None] | None = None) -> Summary:
+    """Reconstruct every event of ``inputs`` with ``module`` and write one submission per event.
+
+    Args:
+        inputs: files, folders, TrackML prefixes or globs.
+        module: a TrackingModule (``module.reconstruct(event, clusterer=...)``), already on its device.
+        out_dir: output folder (created).
+        clusterer: track builder passed to the module (None = the module's default).
+        fmt: ``csv`` (``DIR/<event>-submission.csv``) or ``parquet`` (``DIR/submission.parquet/``).
+        on_error: ``fail`` (raise the first bad input's InputError) or ``skip`` (record it, go on).
+        volumes: keep only these volume ids (e.g. 7, 8, 9 for the pixel detector).
+        evaluate: compute the metrics for events with truth (``summary.metrics``).
+        progress: tqdm bar (None = only on a terminal).
+        on_skip: called as ``on_skip(input, reason)`` when an input is skipped.
+    """
+    from tqdm.auto import tqdm
+
+    if on_error not in ("fail", "skip"):
+        raise InputError(f"--on-error {on_error}: expected fail or skip.")
+    if fmt not in FORMATS:
+        raise InputError(f"--format {fmt}: unknown output format; expected one of {', '.join(FORMATS)}.")
+    summary = Summary()
+    timer = StageTimer(device)
+    timer.seconds = summary.seconds
+    units = input_units(inputs, on_error, summary.skipped)
+    per_event: list[dict[str, float]] = []
+    seen: dict[int, str] = {}
+    reported = 0
+    bar = tqdm(total=len(units), unit="file", desc="reconstruct",
+               disable=None if progress is None else not progress)
+    last_unit = None
+    for event in iter_events(units, volumes=volumes, on_error=on_error, skipped=summary.skipped, timer=timer):
+        if event.event_id in seen:
+            err = InputError(f"{event.source}: event {event.event_id} was already read from "
+                             f"{seen[event.event_id]}; expected each event once.")
+            if on_error == "fail":
+                raise err
+            summary.skipped.append((event.source, str(err)))
+            continue
+        seen[event.event_id] = event.source
+        sub = reconstruct_event(module, event, clusterer, timer)
+        with timer("write"):
+            summary.written.append(write_output(event, sub, out_dir, fmt))
+        summary.events += 1
+        summary.hits += len(sub)
+        summary.tracks += int(sub["track_id"].nunique())
+        if evaluate and event.truth is not None:
+            from trackformers.metrics import evaluate_event
+
+            per_event.append(evaluate_event(event=event, submission=sub))
+        if event.source != last_unit:
+            last_unit = event.source
+            bar.update(1)
+        bar.set_postfix(events=summary.events, hits=summary.hits)
+        while on_skip is not None and reported < len(summary.skipped):
+            on_skip(*summary.skipped[reported])
+            reported += 1
+    bar.close()
+    while on_skip is not None and reported < len(summary.skipped):
+        on_skip(*summary.skipped[reported])
+        reported += 1
+    if evaluate and per_event:
+        from trackformers.metrics import summarize
+
+        summary.metrics = summarize(per_event)
+    return summary
