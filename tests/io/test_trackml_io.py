@@ -12,6 +12,7 @@ import pytest
 from trackformers import Event, InputError
 from trackformers.io import read_events, trackml, write_events
 from trackformers.io.submission import check_submission, read_submission, write_submission
+from trackformers.metrics import hit_weights
 
 
 def make_event(event_id: int = 1000, n_particles: int = 7, hits_per: int = 5, n_noise: int = 4,
@@ -108,10 +109,18 @@ def test_optional_tables_and_challenge_particles(tmp_path: Path):
     event.hits.to_csv(tmp_path / "event000000005-hits.csv", index=False)
     event.truth.to_csv(tmp_path / "event000000005-truth.csv", index=False)
     event.particles.to_csv(tmp_path / "event000000005-particles.csv", index=False)
-    back = trackml.read_event(tmp_path / "event000000005-truth.csv")
+    back = trackml.read_event(tmp_path / "event000000005-truth.csv", volumes=[7])
     assert back.event_id == 5 and back.cells is None
-    assert (back.truth["weight"] == 0).all() and (back.particles["particle_type"] == 0).all()
+    assert (back.particles["particle_type"] == 0).all()
     assert list(back.particles.columns)[:2] == ["particle_id", "particle_type"]
+    # missing weights: TrackML weights of the whole event, before the volume selection
+    whole = hit_weights(truth=event.truth, particles=event.particles.assign(particle_type=0))
+    assert whole.sum() == pytest.approx(1.0)
+    expected = pd.Series(whole, index=event.truth["hit_id"]).loc[back.truth["hit_id"]].to_numpy(np.float32)
+    np.testing.assert_array_equal(back.truth["weight"].to_numpy(), expected)
+    assert list(back.truth.columns) == list(event.truth.columns) + ["weight"]
+    (tmp_path / "event000000005-particles.csv").unlink()
+    assert (trackml.read_event(tmp_path / "event000000005").truth["weight"] == 0).all()
     (tmp_path / "event000000005-truth.csv").unlink()
     assert trackml.read_event(tmp_path / "event000000005").truth is None
 
@@ -148,6 +157,9 @@ def test_submission_round_trip_and_checks(tmp_path: Path):
     with pytest.raises(InputError, match="no event_id column"):
         read_submission(plain)
     assert read_submission(plain, event_id=7)["event_id"].tolist() == [7]
+    assert len(read_submission(path, event_id=1000)) == len(sub)
+    with pytest.raises(InputError, match="no rows with event_id 5 \\(the file holds event_id 1000\\)"):
+        read_submission(path, event_id=5)
 
 
 def _write_hits(tmp_path: Path, text: str | bytes, name: str = "event000000001-hits.csv") -> Path:

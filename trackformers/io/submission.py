@@ -39,7 +39,12 @@ def read_submission(path: str | Path, *, event_id: int | None = None) -> pd.Data
                              "event_id column or a name like event000000001-submission.csv.")
         df.insert(0, "event_id", np.int64(event_id if event_id is not None else int(m[1])))
     elif event_id is not None:
-        df = df[df["event_id"].to_numpy() == int(event_id)].reset_index(drop=True)
+        ids = df["event_id"].to_numpy()
+        if len(df) and not (ids == int(event_id)).any():
+            others = " and others" if (ids != ids[0]).any() else ""
+            raise InputError(f"{path}: no rows with event_id {event_id} (the file holds event_id {ids[0]}"
+                             f"{others}); expected that event's tracks.")
+        df = df[ids == int(event_id)].reset_index(drop=True)
     df = df[["event_id", "hit_id", "track_id"]].astype(_DTYPES)
     df.attrs["source"] = str(path)
     return df

@@ -3,8 +3,9 @@
 An event is addressed by its path prefix, e.g. ``train_100_events/event000001000`` (event id 1000). Columns
 and units are the challenge's: positions mm, momenta GeV, charge e; floats are float32 and ids int64
 (``particle_id`` is never cast to float). Two tolerances for files written by other tools: a particles file
-without ``particle_type`` gets ``particle_type = 0`` (unknown) and a truth file without ``weight`` gets
-``weight = 0`` (the metrics then compute the TrackML weights themselves).
+without ``particle_type`` gets ``particle_type = 0`` (unknown), and a truth file without ``weight`` gets the
+TrackML weights computed by :func:`trackformers.metrics.hit_weights` over the whole event (before any volume
+selection, as the ROOT reader does; 0 when there is no particles file).
 
 Writing uses pandas' shortest round-trip float repr, so write → read reproduces every float32 bit.
 Submissions (``event_id, hit_id, track_id``) live in :mod:`trackformers.io.submission`, re-exported here.
@@ -16,6 +17,7 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from trackformers.errors import InputError
@@ -124,7 +126,7 @@ def read_event(prefix: str | Path, *, volumes: Iterable[int] | None = None, cell
     truth = particles = cell_table = None
     if (p := _file(prefix, "truth")) is not None:
         spec = {k: v for k, v in TRUTH_COLUMNS.items() if k != "weight"}
-        truth = _with_default(read_table(p, spec, DTYPES, {"weight": "f"}), "weight", 0.0, "float32")
+        truth = read_table(p, spec, DTYPES, {"weight": "f"})
         require_unique(p, truth, "hit_id")
     if (p := _file(prefix, "particles")) is not None:
         spec = {k: v for k, v in PARTICLE_COLUMNS.items() if k != "particle_type"}
@@ -132,6 +134,12 @@ def read_event(prefix: str | Path, *, volumes: Iterable[int] | None = None, cell
         particles = _with_default(particles, "particle_type", 0, "int64", position=1)
         particles = particles[list(PARTICLE_COLUMNS) + [c for c in particles if c not in PARTICLE_COLUMNS]]
         require_unique(p, particles, "particle_id")
+    if truth is not None and "weight" not in truth.columns:
+        truth = _with_default(truth, "weight", 0.0, "float32", position=list(truth.columns).index("tpz") + 1)
+        if particles is not None:
+            from trackformers.metrics.weights import hit_weights  # lazy: io does not need metrics otherwise
+
+            truth["weight"] = hit_weights(truth=truth, particles=particles).astype(np.float32)
     if cells and (p := _file(prefix, "cells")) is not None:
         cell_table = read_table(p, CELL_COLUMNS, CELL_DTYPES)
         unknown = ~cell_table["hit_id"].isin(hits["hit_id"]).to_numpy()

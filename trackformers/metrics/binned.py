@@ -13,7 +13,6 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.stats import beta
 
 from trackformers.events import Event
 from trackformers.metrics.matching import EventMatch, match_event
@@ -27,6 +26,8 @@ ONE_SIGMA = 0.682689492137
 
 def clopper_pearson(k: np.ndarray, n: np.ndarray, *, cl: float = ONE_SIGMA) -> tuple[np.ndarray, np.ndarray]:
     """Central ``cl`` interval (lower, upper) of a binomial fraction k/n, arrays of ``k``'s shape."""
+    from scipy.stats import beta  # lazy: scipy.stats takes seconds to import and most callers never bin
+
     k, n = np.asarray(k, np.float64), np.asarray(n, np.float64)
     alpha = 1.0 - cl
     with np.errstate(invalid="ignore", divide="ignore"):
