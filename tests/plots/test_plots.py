@@ -127,6 +127,10 @@ def test_event_display_zoom_and_focus(tmp_path):
     lo, hi = fig.axes[0].get_xlim()
     assert lo <= xs.min() and hi >= xs.max()
     assert hi - lo <= np.ptp(xs) + 2 * event_display.ZOOM_MARGIN_MM + 1e-6
+    zs = event.hits["z"].to_numpy()[mask]
+    lo, hi = fig.axes[2].get_xlim()
+    assert lo == pytest.approx(zs.min() - event_display.ZOOM_MARGIN_MM)
+    assert hi == pytest.approx(zs.max() + event_display.ZOOM_MARGIN_MM)
     focus = [c for c in fig.axes[0].collections if c.get_gid() == "focus"]
     assert len(focus) == 1 and len(focus[0].get_offsets()) == mask.sum()
     assert_drawn(fig, tmp_path, "zoomed", formats=("png",))

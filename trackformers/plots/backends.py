@@ -121,3 +121,22 @@ def time_backends(*, sizes: Sequence[int] = (256, 1024), heads: int = 2, dim: in
                     rec["note"] = f"no backward: {why}"
             records.append(rec)
     return records
+
+
+def default_device() -> str:
+    """``"cuda"`` when a GPU is present; else ``"cpu"``, with ``TRITON_INTERPRET=1`` set so that the ``local``
+    kernels run in Triton's interpreter (effective only before Triton is first imported)."""
+    if torch.cuda.is_available():
+        return "cuda"
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+    return "cpu"
+
+
+def benchmark_records(path: str | os.PathLike[str] | None = None, **timing: Any) -> list[dict[str, Any]]:
+    """Benchmark records from the JSON at ``path`` (or the repository's, see
+    :func:`~trackformers.plots.benchmark.default_benchmark_json`); without one, a small :func:`time_backends`
+    run with the ``timing`` arguments."""
+    from trackformers.plots.benchmark import default_benchmark_json, load_benchmark
+
+    path = path or default_benchmark_json()
+    return load_benchmark(path) if path is not None else time_backends(**timing)

@@ -126,10 +126,13 @@ def plot_benchmark(records: Sequence[Mapping[str, Any]] | str | os.PathLike[str]
     if not present:
         raise InputError("benchmark records hold no timings; expected fwd_ms and/or fwdbwd_ms values.")
     fig, axes = new_figure(len(present), 1, size=(5.0, 4.0))
+    sizes = sorted({int(r["N"]) for r in records})
     for ax, key in zip(axes, present):
         for label, (ns, times) in benchmark_series(records, key).items():
             ax.plot(ns, times, marker="o", label=label)
         ax.set(xscale="log", yscale="log", xlabel="hits per event N", ylabel="time [ms]", title=TIMINGS[key])
+        ax.set_xticks(sizes, [str(n) for n in sizes], minor=False)  # the measured N, written out
+        ax.set_xticks([], minor=True)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")
     if title:

@@ -18,6 +18,7 @@ from trackformers.plots.figure import new_figure
 
 #: Series drawn by :func:`plot_efficiency`: metrics column → legend label.
 EFFICIENCIES: dict[str, str] = {"dm_efficiency": "double majority", "perfect_efficiency": "perfect"}
+PT_AXIS_MIN_GEV = 0.1
 AXIS_LABELS: dict[str, str] = {"pt": "particle $p_T$ [GeV]", "eta": r"particle $\eta$"}
 
 
@@ -57,7 +58,10 @@ def plot_efficiency(*, var: str = "pt", events: Iterable[Event] | None = None,
     for i, (column, label) in enumerate(EFFICIENCIES.items()):
         draw_binned(ax, table, column, label=label, color=f"C{i}", offset=0.1 * i)
     if var == "pt":
-        ax.set_xscale("symlog", linthresh=1.0)  # the pT bins span 0–100 GeV; keep the turn-on readable
+        # The pT bins span 0–100 GeV: a log axis keeps the turn-on near 1 GeV readable; the first bin
+        # (from 0) then starts at the left edge.
+        ax.set_xscale("log")
+        ax.set_xlim(PT_AXIS_MIN_GEV, max(float(table["hi"].max()), 2 * PT_AXIS_MIN_GEV))
         cuts = rf"$|\eta| < {eta_max:g}$"
     else:
         cuts = rf"$p_T \geq {pt_min:g}$ GeV"
@@ -67,5 +71,5 @@ def plot_efficiency(*, var: str = "pt", events: Iterable[Event] | None = None,
            title=f"efficiency vs {name} ({cuts}, ≥ {min_hits} hits, {n} particles)")
     ax.title.set_fontsize("medium")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     return fig

@@ -72,7 +72,8 @@ def plot_event(event: Event, submission: pd.DataFrame, *,
         event: the event (``truth`` optional: without it the truth panels say so).
         submission: ``hit_id, track_id`` per hit.
         zoom: x–y window ``(x_min, x_max, y_min, y_max)`` in mm; the r–z views zoom to the hits inside it.
-        focus: particle id(s) drawn with black edges; without ``zoom`` the views zoom to their hits.
+        focus: particle id(s) drawn with black edges; without ``zoom`` both views zoom to their hits
+            (± :data:`ZOOM_MARGIN_MM`).
         marker_size: scatter marker area (points²) of track hits; grey hits are drawn at a third of it.
 
     Every scatter has gid ``"hits"`` and its points are the event's hits in ``event.hits`` order.
@@ -85,8 +86,10 @@ def plot_event(event: Event, submission: pd.DataFrame, *,
     particles = _particle_per_hit(event)
     focus_ids = np.atleast_1d(np.asarray([] if focus is None else focus, dtype=np.int64))
     in_focus = np.isin(particles, focus_ids) if particles is not None else np.zeros(len(x), bool)
+    zoom_rz = None
     if zoom is None and in_focus.any():
         zoom = (*_limits(x[in_focus], ZOOM_MARGIN_MM), *_limits(y[in_focus], ZOOM_MARGIN_MM))
+        zoom_rz = (*_limits(z[in_focus], ZOOM_MARGIN_MM), *_limits(r[in_focus], ZOOM_MARGIN_MM))
     fig, axes = new_figure(2, 2, size=(5.5, 5.0))
     views = [("reconstructed tracks", tracks, -1), ("truth particles", particles, 0)]
     for col, (title, labels, noise) in enumerate(views):
@@ -111,13 +114,15 @@ def plot_event(event: Event, submission: pd.DataFrame, *,
     if zoom is not None:
         x0, x1, y0, y1 = zoom
         inside = (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+        if zoom_rz is None and inside.any():
+            zoom_rz = (*_limits(z[inside], ZOOM_MARGIN_MM), *_limits(r[inside], ZOOM_MARGIN_MM))
         for ax in axes[:2]:
             ax.set_xlim(x0, x1)
             ax.set_ylim(y0, y1)
-        if inside.any():
+        if zoom_rz is not None:
             for ax in axes[2:]:
-                ax.set_xlim(*_limits(z[inside], ZOOM_MARGIN_MM))
-                ax.set_ylim(*_limits(r[inside], ZOOM_MARGIN_MM))
+                ax.set_xlim(*zoom_rz[:2])
+                ax.set_ylim(*zoom_rz[2:])
     return fig
 
 
