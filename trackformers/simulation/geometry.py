@@ -27,9 +27,9 @@ from trackformers.errors import InputError
 # secondaries that this engine does not simulate, which TrackML has mostly in the pixel detector.
 VOLUME_TABLE: tuple[tuple, ...] = (
     # pixel: 50 x 50 µm pitch -> ~15 µm, 16.8 x 72 mm modules, ~1% X0
-    (8, "barrel", (32.0, 72.0, 116.0, 172.0), (-490.0, 490.0), (16.8, 72.0), 0.010, (0.015, 0.015), 0.45),
+    (8, "barrel", (32.0, 72.0, 116.0, 172.0), (-490.0, 490.0), (16.8, 72.0), 0.010, (0.015, 0.015), 0.40),
     ((7, 9), "disk", (600.0, 700.0, 820.0, 960.0, 1100.0, 1300.0, 1500.0), (30.0, 176.0), (16.8, 72.0),
-     0.010, (0.015, 0.015), 0.45),
+     0.010, (0.015, 0.015), 0.40),
     # short strips: 80 µm x 1.2 mm pitch, 48 x 108 mm modules, ~1.5% X0
     (13, "barrel", (260.0, 360.0, 500.0, 660.0), (-1083.0, 1083.0), (48.0, 108.0), 0.015, (0.023, 0.35),
      0.05),
