@@ -133,6 +133,8 @@ def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlen
     """
     d = q.shape[-1]
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    if not scale > 0:  # the scale is applied after the row max (in the exp2 FMA): it must keep the order
+        raise ValueError(f"local attention needs a positive softmax scale; got {scale}")
     q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
     cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
     if groups is not None:

@@ -106,7 +106,7 @@ def _fwd_tiles(acc, m_i, l_i, q, rows, g_rows, k_base, v_base, g_base, stride_kn
         else:
             k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :])
             v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :])
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # raw scores; scaled inside the exp2's FMA
         if MASKED:
             ok = band_mask(rows, cols, L, w, valid, FULL_W)
             if HAS_GROUPS:
@@ -116,10 +116,13 @@ def _fwd_tiles(acc, m_i, l_i, q, rows, g_rows, k_base, v_base, g_base, stride_kn
         elif HAS_GROUPS:
             g_cols = tl.load(g_base + cols)
             s = tl.where(g_rows[:, None] == g_cols[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        # rows that have seen no allowed key yet keep m = -inf; shift by 0 there to avoid inf - inf
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.math.exp2(s - m_safe[:, None])
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+        if MASKED or HAS_GROUPS:
+            # rows that have seen no allowed key yet keep m = -inf; shift by 0 there to avoid inf - inf
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        else:  # interior tiles: every score is finite, so m_new is
+            m_safe = m_new
+        p = tl.math.exp2(s * qk_scale - m_safe[:, None])
         alpha = tl.math.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
