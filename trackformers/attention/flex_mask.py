@@ -68,8 +68,8 @@ def position_tensors(layout: AttentionLayout, n_pad: int,
 def make_mask_mod(layout: AttentionLayout, n_pad: int, device: torch.device | str) -> MaskMod:
     """The element-wise rule: same event (not padding), circular window, same group, ΔR cone.
 
-    The cone is evaluated in float64 when ``layout.eta_phi`` is float64 (bit-agreement with the
-    reference), else in float32.
+    The cone is evaluated in float32 (no float64 in the GPU kernel), with φ in (−π, π] as everywhere in the
+    project: |Δφ| ≤ 2π, wrapped as min(|Δφ|, 2π − |Δφ|).
     """
     doc, elen = position_tensors(layout, n_pad, device)
     n = total_length(layout)
@@ -82,9 +82,8 @@ def make_mask_mod(layout: AttentionLayout, n_pad: int, device: torch.device | st
     if layout.cone is not None:
         if layout.eta_phi is None:
             raise ValueError("a ΔR cone needs layout.eta_phi")
-        dtype = torch.float64 if layout.eta_phi.dtype == torch.float64 else torch.float32
-        ep = torch.zeros(n_pad, 2, dtype=dtype, device=device)
-        ep[:n] = layout.eta_phi.to(device=device, dtype=dtype)
+        ep = torch.zeros(n_pad, 2, dtype=torch.float32, device=device)
+        ep[:n] = layout.eta_phi.to(device=device, dtype=torch.float32)
         eta, phi = ep[:, 0].contiguous(), ep[:, 1].contiguous()
         cone2 = float(layout.cone) ** 2
     two_pi = 2 * math.pi
@@ -101,7 +100,7 @@ def make_mask_mod(layout: AttentionLayout, n_pad: int, device: torch.device | st
             ok = ok & (groups[q_idx] == groups[kv_idx])
         if cone2 is not None:
             deta = eta[q_idx] - eta[kv_idx]
-            dphi = torch.remainder(phi[q_idx] - phi[kv_idx], two_pi)
+            dphi = (phi[q_idx] - phi[kv_idx]).abs()
             dphi = torch.minimum(dphi, two_pi - dphi)
             ok = ok & (deta * deta + dphi * dphi <= cone2)
         return ok
