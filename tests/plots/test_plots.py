@@ -223,6 +223,11 @@ def test_score_plot_from_summary(tmp_path):
     assert_drawn(fig, tmp_path, "score")
     with pytest.raises(InputError, match="per_event"):
         score.plot_score({"trackml_score": 0.1})
+    # A summary read back from JSON: NaN stored as null.
+    per_event = [{"trackml_score": None}, {"trackml_score": 0.4}]
+    fig = score.plot_score({"trackml_score": None, "per_event": per_event})
+    _, y = _drawn(fig.axes[0], "per_event")
+    assert np.isnan(y[0]) and y[1] == 0.4
 
 
 # --- efficiency, rates, worst particles, the evaluation folder -------------------------------------------
@@ -318,6 +323,8 @@ def test_write_evaluation_plots(sample, tmp_path):
     summary = summarize([evaluate_event(event=e, submission=s) for e, s in zip(events, subs)])
     paths = write_evaluation_plots(events=iter(events), submissions=iter(subs), summary=summary,
                                    out_dir=tmp_path / "plots", benchmark=RECORDS, formats=("png",))
+    _, drawn = _drawn(score.plot_score(summary).axes[0], "per_event")
+    np.testing.assert_allclose(drawn, [e["trackml_score"] for e in summary["per_event"]])
     stems = {p.stem for p in paths}
     assert stems == {"efficiency_pt", "efficiency_eta", "rates_eta", "score", "event_display_event000001000",
                      "attention_benchmark"}
