@@ -37,6 +37,11 @@ def _rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def share(units: Sequence[Any], *, rank: int, world: int, worker: int = 0, workers: int = 1) -> list[Any]:
+    """Round-robin share of ``units`` of one (rank, worker); the shares are disjoint and cover ``units``."""
+    return list(units[rank * workers + worker::world * workers])
+
+
 class EventShards(IterableDataset):
     """Events of ``units`` for this rank and DataLoader worker (disjoint shares, together all units)."""
 
@@ -51,7 +56,7 @@ class EventShards(IterableDataset):
         rank, world = _rank_and_world()
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        return self.units[rank * workers + worker::world * workers]
+        return share(self.units, rank=rank, world=world, worker=worker, workers=workers)
 
     def __iter__(self) -> Iterator[Event]:
         skipped: list[tuple[str, str]] = []
@@ -74,6 +79,12 @@ class ReconstructionTask(pl.LightningModule):
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         return batch  # an Event of DataFrames; the model builds its tensors on its own device
+
+    def on_predict_start(self) -> None:
+        import warnings
+
+        # Events come from an iterable data set, which has no batch indices to report; nothing is wrong.
+        warnings.filterwarnings("ignore", message=".*infer the batch indices.*")
 
     def predict_step(self, batch: Event, batch_idx: int = 0) -> tuple[Event, Any]:
         return batch, reconstruct_event(self.model, batch, self.clusterer, StageTimer())
@@ -109,13 +120,15 @@ def manifest_path(out_dir: str | Path, rank: int) -> Path:
 
 def predict_distributed(inputs: Sequence[str | Path], *, model: torch.nn.Module, out_dir: str | Path,
                         clusterer: Any = None, fmt: str = "csv", volumes: Sequence[int] | None = None,
-                        on_error: str = "fail", num_workers: int = 0, **trainer_kwargs: Any) -> None:
+                        on_error: str = "fail", num_workers: int = 0, **trainer_kwargs: Any) -> int:
     """Reconstruct ``inputs`` with ``Trainer.predict`` over all ranks; one submission file per event.
 
     Args:
         model: a TrackingModule (``reconstruct(event, clusterer=...)``).
         trainer_kwargs: passed to :class:`lightning.pytorch.Trainer`, e.g. ``accelerator="gpu",
             devices=4, strategy="ddp"`` (or ``num_nodes``); defaults to one CPU/GPU process.
+    Returns:
+        This process's global rank (with ``ddp`` every rank returns; print summaries on rank 0 only).
     """
     skipped: list[tuple[str, str]] = []
     units = input_units(inputs, on_error, skipped)
@@ -128,3 +141,4 @@ def predict_distributed(inputs: Sequence[str | Path], *, model: torch.nn.Module,
     trainer_kwargs.setdefault("enable_model_summary", False)
     trainer = pl.Trainer(callbacks=[SubmissionWriter(out_dir, fmt)], **trainer_kwargs)
     trainer.predict(ReconstructionTask(model, clusterer), dataloaders=loader, return_predictions=False)
+    return int(trainer.global_rank)

@@ -82,6 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--evaluate", action="store_true", help="print the metrics table (needs truth)")
     parser.add_argument("--volumes", default=None, help="keep only these volume ids, e.g. 7,8,9")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--devices", type=int, default=1,
+                        help="N > 1 (or --num-nodes > 1): Lightning predict with DDP, N processes a node")
+    parser.add_argument("--num-nodes", type=int, default=1, help="nodes for distributed prediction")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     clusterer = make_clusterer(args)
     volumes = parse_volumes(args.volumes)
     module = load_module(args.checkpoint or default_checkpoint(), device)
+    if args.devices > 1 or args.num_nodes > 1:
+        return _run_distributed(args, module, clusterer, volumes, device)
 
     def on_skip(source: str, reason: str) -> None:
         print(f"trackformers: skipped {source}: {reason}", file=sys.stderr)
@@ -116,3 +121,19 @@ def print_metrics(metrics: dict[str, Any] | None) -> None:
     from trackformers.metrics import format_table
 
     print(format_table(metrics))
+
+
+def _run_distributed(args: argparse.Namespace, module: Any, clusterer: Any, volumes: list[int] | None,
+                     device: Any) -> int:
+    """Lightning ``predict`` over ``--devices`` x ``--num-nodes`` DDP processes (each its share of inputs)."""
+    from trackformers.prediction_writer import predict_distributed
+
+    if args.evaluate:
+        raise InputError("--evaluate works in one process; run trackformers evaluate on the output instead.")
+    rank = predict_distributed(args.inputs, model=module.cpu(), out_dir=args.out, clusterer=clusterer,
+                        fmt=args.format, volumes=volumes, on_error=args.on_error,
+                        accelerator="gpu" if device.type == "cuda" else "cpu", devices=args.devices,
+                        num_nodes=args.num_nodes, strategy="ddp")
+    if rank == 0:
+        print(f"wrote the submissions to {args.out} ({args.devices} x {args.num_nodes} processes).")
+    return 0
