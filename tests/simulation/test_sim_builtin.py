@@ -192,3 +192,12 @@ def test_bad_simulate_arguments_fail_eagerly():
         simulate(0, seed=1)
     with pytest.raises(InputError):
         simulate(2, seed=1, volumes=[99])
+
+
+def test_hit_efficiency():
+    # the propagation (and its random numbers) come before the efficiency draw: same crossings, fewer hits
+    full = simulate_event(seed=6, pileup=10, efficiency=1.0)
+    half = simulate_event(seed=6, pileup=10, efficiency=0.5)
+    assert abs(len(half.hits) / len(full.hits) - 0.5) < 0.03
+    default = simulate_event(seed=6, pileup=10)
+    assert abs(len(default.hits) / len(full.hits) - 0.98) < 0.01

@@ -135,10 +135,7 @@ def _surfaces(layers: tuple[Layer, ...]) -> propagation.Surfaces:
 
 
 def _weights(truth: pd.DataFrame, particles: pd.DataFrame) -> np.ndarray:
-    try:
-        from trackformers.metrics import hit_weights
-    except ImportError:  # the package namespace may not re-export it (yet); the function is the same
-        from trackformers.metrics.weights import hit_weights
+    from trackformers.metrics import hit_weights  # imported late: metrics is not needed to build the geometry
 
     return np.asarray(hit_weights(truth=truth, particles=particles), dtype=np.float32)
 
