@@ -18,13 +18,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from trackformers.events import Event
 from trackformers.inference import StageTimer, input_units, iter_events, reconstruct_event, write_output
+from trackformers.training import pl  # lightning.pytorch, or pytorch_lightning where only that exists
+
+BasePredictionWriter = pl.callbacks.BasePredictionWriter
 
 
 def _identity(item: Any) -> Any:

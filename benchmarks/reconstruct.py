@@ -1,0 +1,159 @@
+"""Per-event reconstruction latency, split into read, features, model, clustering and write, per clusterer.
+
+Simulates pixel events (volumes 7, 8, 9) at pile-up ``--pileup`` (μ = 200 gives about 57k hits), writes them
+as TrackML CSV, then for each clusterer reconstructs every event ``--repeats`` times with the checkpoint:
+read the CSV, features + model (``TrackingModule.reconstruct``), clustering, write the submission. Prints
+medians over events × repeats (ms), the peak GPU memory of reconstruct (features + model + clustering) and
+the DM efficiency / fake rate of the submissions, and writes the records as JSON.
+
+    python benchmarks/reconstruct.py --device cpu --pileup 200 --events 3
+    python benchmarks/reconstruct.py --device cuda --bf16 --events 5 --repeats 3 --json out/reco.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from trackformers.clustering import make_clusterer  # noqa: E402
+from trackformers.errors import InputError  # noqa: E402
+from trackformers.inference import (  # noqa: E402
+    STAGES,
+    StageTimer,
+    default_checkpoint,
+    reconstruct_event,
+    write_output,
+)
+
+#: Clusterer settings benchmarked (name → keyword arguments).
+CLUSTERERS: dict[str, dict[str, object]] = {
+    "dbscan": {"eps": 0.2, "min_samples": 2},
+    "hdbscan": {"min_cluster_size": 2},
+    "gpu": {"radius": 0.2, "window": 256},
+    "condensation": {"t_beta": 0.5, "t_d": 0.5},
+}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", default=None, help="default: the shipped data/checkpoints/*.ckpt")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--backend", default=None, help="override the attention backend (e.g. local, flex)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the model")
+    p.add_argument("--pileup", type=float, default=200.0)
+    p.add_argument("--events", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--seed", type=int, default=31337)
+    p.add_argument("--clusterers", default="dbscan,gpu,condensation,hdbscan",
+                   help="comma-separated subset of " + ",".join(CLUSTERERS))
+    p.add_argument("--param", action="append", default=[], metavar="NAME.KEY=VALUE",
+                   help="override a clusterer setting, e.g. gpu.radius=0.3")
+    p.add_argument("--json", default=None, help="write the records here")
+    return p.parse_args()
+
+
+def clusterer_settings(args: argparse.Namespace) -> dict[str, dict[str, object]]:
+    settings = {name: dict(CLUSTERERS[name]) for name in args.clusterers.split(",") if name}
+    for item in args.param:
+        key, _, value = item.partition("=")
+        name, _, param = key.partition(".")
+        settings.setdefault(name, {})[param] = None if value == "none" else float(value) \
+            if "." in value or "e" in value else int(value)
+    return settings
+
+
+def main() -> int:
+    args = parse_args()
+    from trackformers.io import read_events, write_events
+    from trackformers.metrics import evaluate_event
+    from trackformers.simulation import simulate
+    from trackformers.training.module import TrackingModule
+
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    ckpt = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+    module = TrackingModule.load_checkpoint(ckpt, map_location="cpu", backend=args.backend).to(device).eval()
+    tmp = Path(tempfile.mkdtemp(prefix="reco-bench-"))
+    t0 = time.perf_counter()
+    events = list(simulate(args.events, seed=args.seed, pileup=args.pileup, volumes=(7, 8, 9)))
+    write_events(events, tmp / "events", format="csv")
+    print(f"simulated {len(events)} events, {statistics.mean(len(e) for e in events):.0f} hits on average "
+          f"({time.perf_counter() - t0:.1f} s); checkpoint {ckpt.name}; device {device}", flush=True)
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.bf16 else \
+        contextlib.nullcontext
+    with autocast():  # warm-up: CUDA context, kernel compilation, allocator
+        reconstruct_event(module, events[0], make_clusterer("gpu", radius=0.2), StageTimer(device))
+    records = []
+    for name, params in clusterer_settings(args).items():
+        clusterer = make_clusterer(name, **params)
+        per_event: list[dict[str, float]] = []
+        peak, quality, error = 0, [], None
+        for rep in range(args.repeats):
+            for event in events:
+                timer = StageTimer(device)
+                with timer("read"):
+                    read = next(iter(read_events([tmp / "events" / event.name], volumes=(7, 8, 9))))
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats(device)
+                try:
+                    with autocast():
+                        sub = reconstruct_event(module, read, clusterer, timer)
+                except InputError as err:  # e.g. condensation needs β, an embedding model has none
+                    error = str(err)
+                    break
+                if cuda:
+                    peak = max(peak, torch.cuda.max_memory_allocated(device))
+                with timer("write"):
+                    write_output(read, sub, tmp / "out" / name)
+                per_event.append(dict(timer.seconds))
+                if rep == 0:
+                    quality.append(evaluate_event(event=read, submission=sub))
+            if error:
+                break
+        rec = {"clusterer": name, "params": params, "error": error, "n": len(per_event)}
+        if per_event:
+            for stage in STAGES:
+                rec[f"{stage}_ms"] = 1e3 * statistics.median(e[stage] for e in per_event)
+            rec["model_plus_clustering_ms"] = 1e3 * statistics.median(
+                e["features"] + e["model"] + e["clustering"] for e in per_event)
+            rec["peak_gpu_mb"] = peak / 2**20 if cuda else None
+            for key in ("dm_efficiency", "fake_rate"):
+                rec[key] = statistics.mean(q[key] for q in quality)
+        records.append(rec)
+        print(format_row(rec), flush=True)
+    meta = {"device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "pileup": args.pileup,
+            "events": args.events, "repeats": args.repeats,
+            "hits_mean": statistics.mean(len(e) for e in events),
+            "bf16": args.bf16, "backend": args.backend, "checkpoint": ckpt.name,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    print(json.dumps(meta))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"meta": meta, "records": records}, indent=2))
+    return 0
+
+
+def format_row(rec: dict) -> str:
+    if not rec.get("n"):
+        return f"{rec['clusterer']:<13} n/a: {rec['error']}"
+    cols = " ".join(f"{stage} {rec[f'{stage}_ms']:8.1f}" for stage in STAGES)
+    peak = "" if rec["peak_gpu_mb"] is None else f" peak {rec['peak_gpu_mb']:7.1f} MB"
+    return (f"{rec['clusterer']:<13} ms/event (median of {rec['n']}): {cols} | model+clustering "
+            f"{rec['model_plus_clustering_ms']:8.1f}{peak} | DM eff {rec['dm_efficiency']:.4f} "
+            f"fake {rec['fake_rate']:.4f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
