@@ -64,8 +64,8 @@ def _limits(values: np.ndarray, margin: float) -> tuple[float, float]:
 
 
 def plot_event(event: Event, submission: pd.DataFrame, *,
-                  zoom: tuple[float, float, float, float] | None = None,
-                  focus: int | Sequence[int] | None = None, marker_size: float = 4.0) -> Figure:
+               zoom: tuple[float, float, float, float] | None = None,
+               focus: int | Sequence[int] | None = None, marker_size: float = 4.0) -> Figure:
     """Draw ``event`` with its reconstruction: axes ``[reco x–y, truth x–y, reco r–z, truth r–z]``.
 
     Args:
