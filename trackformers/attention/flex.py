@@ -24,6 +24,7 @@ from trackformers.attention.flex_mask import (
     build_block_mask,
     build_block_mask_eager,
     padded_length,
+    total_length,
 )
 
 __all__ = ["build_block_mask", "build_block_mask_eager", "flex_attention_with_mask", "padded_length",
@@ -84,9 +85,12 @@ def flex_attention_with_mask(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
 def flex_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: AttentionLayout,
                  scale: float) -> torch.Tensor:
     """The registered ``run``: mask build + attention (see :func:`build_block_mask`)."""
-    if q.shape[0] == 0:
+    n = total_length(layout)
+    if n != q.shape[0]:
+        raise ValueError(f"layout.cu_seqlens ends at {n} hits but q has {q.shape[0]} rows")
+    if n == 0:
         return empty_output(q, k, v)
-    return flex_attention_with_mask(q, k, v, build_block_mask(layout, q.device), scale)
+    return flex_attention_with_mask(q, k, v, build_block_mask(layout, q.device, padded_length(n)), scale)
 
 
 def _can_run(q: torch.Tensor, layout: AttentionLayout, needs_grad: bool) -> str | None:
