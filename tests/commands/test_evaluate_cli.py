@@ -154,3 +154,31 @@ def test_plots_without_plot_module(data, capsys, monkeypatch):
     _bad(["evaluate", str(tmp / "events"), str(tmp / "subs"), "--plots", str(tmp / "plots")], capsys,
          "--plots needs the trackformers.plots module")
     assert not (tmp / "plots").exists()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needles"),
+    [
+        (lambda p: p.write_text(p.read_text().replace("\n2,", "\n2x,", 1)), ("hit_id' has value '2x'",)),
+        (lambda p: p.write_text(p.read_text().replace("\n3,", "\n3,abc#", 1)), ("column 'x' has value",)),
+        (lambda p: pd.read_csv(p).assign(y=lambda d: d.y.where(d.hit_id != 4)).to_csv(p, index=False),
+         ("column 'y' has missing/NaN value on line 5",)),
+        (lambda p: p.write_text(""), ("the file is empty",)),
+        (lambda p: p.write_text(p.read_text()[: len(p.read_text()) // 2]), ("on line",)),
+        (lambda p: p.unlink(), ("no such file",)),
+    ],
+)
+def test_bad_hits_via_cli(data, capsys, mutate, needles):
+    tmp, *_ = data
+    hits = tmp / "events" / "event000000001-hits.csv"
+    mutate(hits)
+    _bad(["evaluate", str(tmp / "events" / "event000000001"), str(tmp / "subs")], capsys, *needles)
+
+
+def test_truncated_gzip_via_cli(data, capsys):
+    tmp, events, _ = data
+    trackml.write_event(events[0], tmp / "gz", compress=True)
+    hits = tmp / "gz" / "event000000001-hits.csv.gz"
+    hits.write_bytes(hits.read_bytes()[:60])
+    _bad(["evaluate", str(tmp / "gz"), str(tmp / "subs")], capsys, "event000000001-hits.csv.gz",
+         "cannot be read as CSV")
