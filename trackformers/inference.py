@@ -51,14 +51,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_module(checkpoint: str | Path, device: torch.device) -> Any:
-    """Load a :class:`~trackformers.training.module.TrackingModule` for inference (eval mode, on device)."""
+def load_module(checkpoint: str | Path, device: torch.device, *, backend: str | None = None) -> Any:
+    """Load a :class:`~trackformers.training.module.TrackingModule` for inference (eval mode, on device).
+
+    ``backend`` overrides the attention backend stored in the checkpoint (e.g. ``dense`` on a CPU).
+    """
     from trackformers.training.module import TrackingModule
 
     path = Path(checkpoint)
     if not path.is_file():
         raise InputError(f"checkpoint {path}: no such file; expected a .ckpt written by trackformers.")
-    module = TrackingModule.load_checkpoint(path, map_location="cpu")
+    if backend is None:
+        module = TrackingModule.load_checkpoint(path, map_location="cpu")
+    else:
+        module = TrackingModule.load_checkpoint(path, map_location="cpu", backend=backend)
     return module.to(device).eval()
 
 

@@ -174,3 +174,24 @@ def test_tune_scans_values(tmp_path: Path, event_dir: Path, checkpoint: Path,
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split()[:3] == ["eps", "DM", "eff"]
     assert [line.split()[0] for line in lines[2:]] == ["0.05", "0.5"]
+
+
+@pytest.mark.parametrize(("name", "params"),
+                         [("dbscan", {"eps": 0.02}), ("gpu", {"radius": 0.02, "window": 8})])
+def test_tuning_replay_equals_running_the_model(checkpoint: Path, events: list, name: str,
+                                                params: dict) -> None:
+    import torch
+
+    from trackformers.clustering import make_clusterer, same_partition
+    from trackformers.clustering.tuning import _submission, record
+
+    module = inference.load_module(checkpoint, torch.device("cpu"))
+    clusterer = make_clusterer(name, **params)
+    for event in events[:2]:
+        rec = record(module, event)
+        assert rec is not None and rec.hit_ids is not None
+        direct = module.reconstruct(event, clusterer=clusterer).sort_values("hit_id")
+        replay = _submission(module, event, rec, clusterer).sort_values("hit_id")
+        assert direct["hit_id"].tolist() == replay["hit_id"].tolist()
+        a, b = (torch.from_numpy(s["track_id"].to_numpy()) for s in (direct, replay))
+        assert same_partition(a, b) and 1 < int(a.max()) + 1 < len(a)  # a non-trivial partition

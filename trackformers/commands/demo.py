@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
     device = resolve_device(args.device)
     clusterer = make_clusterer(args)
-    module = load_module(checkpoint, device)
+    module = load_module(checkpoint, device, backend=args.backend)
     out = Path(args.out)
     print(f"simulating {args.events} pixel events (pile-up {args.pileup:g}, seed {args.seed}) ...")
     events = list(simulate(args.events, seed=args.seed, pileup=args.pileup, volumes=PIXEL_VOLUMES))

@@ -56,6 +56,8 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                         help="track builder (default: the one the model was trained with)")
     parser.add_argument("--param", action="append", metavar="KEY=VALUE",
                         help="clusterer hyper-parameter, repeatable (e.g. --param eps=0.2)")
+    parser.add_argument("--backend", default=None,
+                        help="attention backend override (auto, local, flex, dense, reference)")
 
 
 def make_clusterer(args: argparse.Namespace) -> Any:
@@ -93,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     clusterer = make_clusterer(args)
     volumes = parse_volumes(args.volumes)
-    module = load_module(args.checkpoint or default_checkpoint(), device)
+    module = load_module(args.checkpoint or default_checkpoint(), device, backend=args.backend)
     if args.devices > 1 or args.num_nodes > 1:
         return _run_distributed(args, module, clusterer, volumes, device)
 

@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="other clusterer hyper-parameters, repeatable")
     parser.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped one)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--backend", default=None, help="attention backend override")
     parser.add_argument("--volumes", default="7,8,9", help="volume ids to keep (default: pixels 7,8,9)")
 
 
@@ -48,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
 
     key, values = parse_scan(args.scan)
     volumes = parse_volumes(args.volumes)
-    module = load_module(args.checkpoint or default_checkpoint(), resolve_device(args.device))
+    module = load_module(args.checkpoint or default_checkpoint(), resolve_device(args.device),
+                         backend=args.backend)
     if args.simulate:
         from trackformers.simulation import simulate
 
