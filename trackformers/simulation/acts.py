@@ -157,10 +157,14 @@ def _run_fatras(particles: pd.DataFrame, *, seed: int, bfield: float, interactio
     inp, out = workdir / "in", workdir / "out"
     inp.mkdir()
     particles.to_csv(inp / "event000000000-particles.csv", index=False)
-    try:
-        s = acts.examples.Sequencer(events=1, numThreads=1, outputDir=str(workdir))
-    except TypeError:  # older pyacts without outputDir
-        s = acts.examples.Sequencer(events=1, numThreads=1)
+    s = None
+    # Newest first: trackFpes and outputDir are keyword arguments that older pyacts versions lack.
+    for extra in ({"outputDir": str(workdir), "trackFpes": False}, {"outputDir": str(workdir)}, {}):
+        try:
+            s = acts.examples.Sequencer(events=1, numThreads=1, **extra)
+            break
+        except TypeError:
+            continue
     for d in decorators:
         s.addContextDecorator(d)
     s.addReader(acts.examples.CsvParticleReader(level=acts.logging.WARNING, inputDir=str(inp),
