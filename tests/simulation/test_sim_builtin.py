@@ -68,8 +68,9 @@ def test_trackml_like_counts(mu20):
     n_hits = np.mean([len(e.hits) for e in mu20])
     n_particles = np.mean([len(e.particles) for e in mu20])
     pixel = np.mean([e.hits["volume_id"].isin([7, 8, 9]).sum() for e in mu20])
-    # μ = 20 gives 21 interactions; scale to the 201 of μ = 200
-    scale = 201 / 21
+    # scale by the interactions actually drawn (1 + Poisson(20)) to the mean 201 of μ = 200
+    vertices = np.mean([decode_particle_id(e.particles["particle_id"])["vertex_id"].max() for e in mu20])
+    scale = 201 / vertices
     assert 10.5 < n_hits / n_particles < 13.0
     assert 85_000 < n_hits * scale < 120_000
     assert 50_000 < pixel * scale < 65_000
