@@ -35,6 +35,13 @@ def open_file(path: Path):  # noqa: ANN201 - uproot.ReadOnlyDirectory
     import uproot
 
     try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        head = b"root"  # let uproot report it (missing file, permissions, ...)
+    if head != b"root":
+        raise InputError(f"{path}: not a ROOT file (it starts with {head!r}); expected the magic b'root'.")
+    try:
         return uproot.open(path)
     except FileNotFoundError:
         raise InputError(f"{path}: no such ROOT file.") from None
