@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from metric_events import TRACK, hand_event, submission
 from scipy.stats import binomtest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared event builders beside this file
+from metric_events import TRACK, hand_event, submission  # noqa: E402
 
 from trackformers.metrics import (
     binned_efficiency,

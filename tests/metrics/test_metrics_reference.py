@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from metric_events import build_event, perfect_submission, random_event, submission
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared event builders beside this file
+from metric_events import build_event, perfect_submission, random_event, submission  # noqa: E402
 
 from trackformers.metrics import evaluate_event, hit_weights, score_event
 from trackformers.metrics.weights import ORDER_MATRIX, hit_order, weight_pt

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from metric_events import TRACK, build_event, hand_event, perfect_submission, random_event, submission
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared event builders beside this file
+from metric_events import TRACK, build_event, hand_event, perfect_submission, random_event, submission  # noqa: E402
 
 from trackformers import InputError
 from trackformers.metrics import evaluate_event, hit_weights, match_event, score_event
