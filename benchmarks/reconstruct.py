@@ -40,7 +40,7 @@ from trackformers.inference import (  # noqa: E402
 CLUSTERERS: dict[str, dict[str, object]] = {
     "dbscan": {"eps": 0.2, "min_samples": 2},
     "hdbscan": {"min_cluster_size": 2},
-    "gpu": {"radius": 0.2, "window": 256},
+    "gpu": {"radius": 0.2, "window": 1024},
     "condensation": {"t_beta": 0.5, "t_d": 0.5},
 }
 

@@ -69,31 +69,29 @@ def window_graph(x: Tensor, radius: float, window: int | None = None, k: int | N
     r2 = float(radius) ** 2
     # Without k each undirected pair is needed once: only the forward side of the band.
     back = 0 if k is None else w
-    block = max(1, min(n, w, max_elements // max(1, 3 * w)))
-    band = None  # (B, B + back + w) mask of valid offsets, the same for every full block
+    span = back + w
+    if x.device.type == "cuda":  # few large blocks: kernel launches cost more than the extra arithmetic
+        block = int(((span * span + 4 * max_elements) ** 0.5 - span) / 2)
+    else:  # blocks about as tall as the band is wide: at most 2x the band's arithmetic
+        block = max(64, span)
+    block = max(1, min(n, block, max_elements // max(1, span + 1)))
     srcs, dsts, d2s = [], [], []
     for s in range(0, n, block):
         e = min(n, s + block)
-        rows = torch.arange(s, e, device=x.device)
-        if (e - s) + back + w >= n:  # the band covers everything: all positions, cyclic distance
-            cand = torch.arange(n, device=x.device)
-            gap = cand[None, :] - rows[:, None]
-            if k is None:
-                ok = (gap > 0) & ((gap <= w) | (gap >= n - w))
-            else:
-                gap = gap.abs()
-                ok = (gap > 0) & (torch.minimum(gap, n - gap) <= w)
-        else:  # unwrapped positions s-back .. e+w-1, each a distinct hit because the band is < n
-            cand = torch.arange(s - back, e + w, device=x.device) % n
-            if band is None or band.shape[0] != e - s:
-                off = torch.arange(-back, e - s + w, device=x.device)[None, :] - \
-                    torch.arange(e - s, device=x.device)[:, None]
-                band = (off != 0) & (off >= -back) & (off <= w)
-            ok = band
-        d2 = _sq_dist(x[rows], x[cand])
-        a, b = torch.nonzero(ok & (d2 <= r2), as_tuple=True)
-        srcs.append(rows[a])
-        dsts.append(cand[b])
+        full = (e - s) + span >= n  # the band wraps onto itself: take every position, cyclic distance
+        lo = 0 if full else s - back
+        cand = torch.arange(lo, n if full else e + w, device=x.device)
+        d2 = _sq_dist(x[s:e], x[cand % n])
+        a, b = torch.nonzero(d2 <= r2, as_tuple=True)  # sparse: the band test runs on these pairs only
+        off = (b + lo) - (a + s)
+        if full:
+            fwd = off % n  # forward cyclic distance in 0..n-1
+            keep = (fwd != 0) & ((fwd <= w) if k is None else ((fwd <= w) | (fwd >= n - w)))
+        else:
+            keep = (off != 0) & (off >= -back) & (off <= w)
+        a, b = a[keep], b[keep]
+        srcs.append(a + s)
+        dsts.append(cand[b] % n)
         d2s.append(d2[a, b])
     src, dst = torch.cat(srcs), torch.cat(dsts)
     if k is not None:
@@ -140,7 +138,7 @@ class GPUClusterer:
     uses_phi: ClassVar[bool] = True
     radius: float = 0.2
     k: int | None = None
-    window: int | None = 256
+    window: int | None = 1024
     max_elements: int = _MAX_ELEMENTS
 
     def __call__(self, x: Tensor, *, beta: Tensor | None = None, phi: Tensor | None = None) -> Tensor:
