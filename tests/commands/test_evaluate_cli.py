@@ -182,3 +182,11 @@ def test_truncated_gzip_via_cli(data, capsys):
     hits.write_bytes(hits.read_bytes()[:60])
     _bad(["evaluate", str(tmp / "gz"), str(tmp / "subs")], capsys, "event000000001-hits.csv.gz",
          "cannot be read as CSV")
+
+
+@pytest.mark.parametrize(("option", "value", "needle"),
+                         [("--pt-min", "nan", "--pt-min nan"), ("--eta-max", "-1", "--eta-max -1.0"),
+                          ("--min-hits", "0", "--min-hits 0")])
+def test_bad_cuts(data, capsys, option, value, needle):
+    tmp, *_ = data
+    _bad(["evaluate", str(tmp / "events"), str(tmp / "subs"), option, value], capsys, needle)

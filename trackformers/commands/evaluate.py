@@ -10,6 +10,7 @@ summary (top-level ``trackml_score, dm_efficiency, perfect_efficiency, fake_rate
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -128,6 +129,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.min_hits < 1:
         raise InputError(f"--min-hits {args.min_hits}: expected a positive number of hits.")
+    if not (math.isfinite(args.pt_min) and args.pt_min >= 0):
+        raise InputError(f"--pt-min {args.pt_min}: expected a finite pT cut >= 0 GeV.")
+    if not args.eta_max > 0:
+        raise InputError(f"--eta-max {args.eta_max}: expected a positive |eta| cut.")
     plots = None
     if args.plots:
         try:
