@@ -238,6 +238,29 @@ def sweep(args) -> list[dict]:
     return rows
 
 
+def profile(args) -> list[dict]:
+    """torch.profiler table of a few `local` layer steps (forward + backward) at the first N, D, w."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as prof
+
+    from trackformers.attention.api import attend
+
+    n, d, w = args.n[0], args.d[0], args.w[0]
+    layout = make_layout([n], w, "cuda")
+    q, k, v, do = (torch.randn(n, args.h, d, device="cuda", dtype=torch.bfloat16) for _ in range(4))
+    qg, kg, vg = (t.requires_grad_() for t in (q, k, v))
+    for _ in range(3):
+        attend(qg, kg, vg, layout, backend="local").backward(do)
+    torch.cuda.synchronize()
+    with prof(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
+        for _ in range(5):
+            attend(qg, kg, vg, layout, backend="local").backward(do)
+        torch.cuda.synchronize()
+    print(p.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), flush=True)
+    print(p.key_averages().table(sort_by="self_device_time_total", row_limit=10), flush=True)
+    return []
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, nargs="+", default=[16384, 65536, 131072])
@@ -248,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dense-max", type=int, default=16384)
     p.add_argument("--cbm-n", type=int, nargs="+", default=[131072], help="N at which to run flex-cbm")
     p.add_argument("--sweep", action="store_true", help="tile-config sweep of the local kernels instead")
+    p.add_argument("--profile", action="store_true", help="profiler table of `local` layer steps instead")
     p.add_argument("--json", help="write all rows and the environment here (rewritten after every row)")
     p.add_argument("--tuned", help="tile configs of `local` from a sweep's --tuned-out JSON")
     p.add_argument("--tuned-out", help="with --sweep: write the best configs per head dim here")
@@ -265,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
 
         with open(args.tuned) as fh:
             set_tuned(json.load(fh))
-    if args.sweep:
+    if args.profile:
+        rows = profile(args)
+    elif args.sweep:
         rows = sweep(args)
     else:
         print(HEADER, flush=True)
