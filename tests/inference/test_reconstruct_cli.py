@@ -77,6 +77,15 @@ def test_reconstruct_parquet_and_volumes(tmp_path: Path, event_dir: Path, events
         assert sorted(rows["hit_id"]) == sorted(pixel8)
 
 
+def test_reconstruct_from_parquet_events(tmp_path: Path, events: list, checkpoint: Path) -> None:
+    write_events(events, tmp_path / "pq", format="parquet")
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(tmp_path / "pq"), "--checkpoint", str(checkpoint), "--out", str(out),
+                 "--no-progress"]) == 0
+    for event in events:
+        assert_complete(out / f"{event.name}-submission.csv", event)
+
+
 def break_event(event_dir: Path, name: str) -> Path:
     """Drop the ``x`` column of one event's hits file (a realistic broken input)."""
     path = event_dir / f"{name}-hits.csv"
