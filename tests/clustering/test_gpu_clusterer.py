@@ -78,3 +78,19 @@ def test_known_answer_two_tracks_interleaved() -> None:
     labels = GPUClusterer(radius=0.1, k=4, window=2)(x)
     assert same_partition(labels, torch.tensor([0, 1, 0, 1, 0, 2]))
     assert np.array_equal(np.sort(labels.unique().numpy()), np.arange(3))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("window", "k"), [(None, None), (64, None), (64, 4), (1024, 8)])
+def test_cuda_matches_cpu(window: int | None, k: int | None) -> None:
+    from trackformers.clustering import CondensationClusterer
+
+    x = random_points(20011, seed=3, dim=8)  # float64: no TF32 rounding differences between devices
+    phi = torch.rand(len(x), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    clusterer = GPUClusterer(radius=0.25, k=k, window=window)
+    got = clusterer(x.cuda(), phi=phi.cuda())
+    assert got.device.type == "cuda"
+    assert same_partition(got.cpu(), clusterer(x, phi=phi))
+    beta = phi
+    cond = CondensationClusterer(t_beta=0.5, t_d=0.3)
+    assert same_partition(cond(x.cuda(), beta=beta.cuda()).cpu(), cond(x, beta=beta))
