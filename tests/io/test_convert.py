@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
-from make_io_events import assert_events_equal, random_event
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared builders beside this file
+from make_io_events import assert_events_equal, random_event  # noqa: E402
 
 from trackformers.cli import main
 from trackformers.commands.convert import convert, parse_events, parse_volumes

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from make_io_events import assert_events_equal, random_event
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared builders beside this file
+from make_io_events import assert_events_equal, random_event  # noqa: E402
 
 from trackformers.errors import InputError
 from trackformers.io import detect, parquet, read_events

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import awkward as ak
 import numpy as np
 import pytest
 import uproot
-from make_io_events import assert_events_equal, random_event
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared builders beside this file
+from make_io_events import assert_events_equal, random_event  # noqa: E402
 
 from trackformers.errors import InputError
 from trackformers.io import read_events, root
