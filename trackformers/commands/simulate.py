@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eta-max", type=float, help="|η| range of generated particles (default 3, max 4)")
     parser.add_argument("--noise", type=float, help="noise hits as a fraction of particle hits (default 0)")
     parser.add_argument("--efficiency", type=float, help="hit efficiency (default 0.98)")
-    parser.add_argument("--hard-scatter", action="store_true", help="make the first interaction a harder, ttbar-like one")
+    parser.add_argument("--hard-scatter", action="store_true",
+                        help="make the first interaction a harder, ttbar-like one")
     parser.add_argument("--gun", type=int,
                         help="particle gun: this many particles instead of the first vertex")
     parser.add_argument("--gun-pt", help="particle gun pT range in GeV, LOW,HIGH (default 1,10)")
