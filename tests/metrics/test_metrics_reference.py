@@ -168,3 +168,36 @@ def test_large_event_is_fast_enough_to_run_in_ci():
     event = random_event(np.random.default_rng(5), n_particles=8000, max_hits=20, n_noise=10000)
     r = evaluate_event(event=event, submission=perfect_submission(event))
     assert r["n_hits"] == len(event.hits) > 90_000 and r["trackml_score"] == pytest.approx(1.0)
+
+
+def test_long_particles_match_reference_weights():
+    # particles of up to 30 hits: the 20-hit row is used and hits after the 20th weigh 0
+    event = random_event(np.random.default_rng(11), n_particles=25, max_hits=30, n_noise=10)
+    w = hit_weights(truth=event.truth, particles=event.particles)
+    np.testing.assert_allclose(w, reference_weights(event.truth, event.particles), atol=1e-12)
+    n = event.truth.groupby("particle_id")["hit_id"].transform("size").to_numpy()
+    assert (n > 20).any() and (w[(n > 20)] == 0).sum() >= (n[n > 20] - 20).min()
+
+
+def test_binned_totals_agree_with_event_counts():
+    from trackformers.metrics import binned_efficiency, binned_rates, match_event
+
+    rng = np.random.default_rng(3)
+    events = [random_event(rng, n_particles=60, max_hits=12, n_noise=20, event_id=i) for i in range(3)]
+    subs = []
+    for e in events:
+        s = perfect_submission(e)
+        split = (e.truth["particle_id"].to_numpy() % 3 == 0) & (rng.random(len(s)) < 0.5)  # duplicates
+        s["track_id"] = np.where(split, s["track_id"] + 10**9, s["track_id"])
+        s["track_id"] = np.where(rng.random(len(s)) < 0.2, rng.integers(0, 80, len(s)), s["track_id"])
+        subs.append(s)
+    matches = [match_event(event=e, submission=s) for e, s in zip(events, subs)]
+    per = [evaluate_event(event=e, submission=s, pt_min=0.0, eta_max=np.inf) for e, s in zip(events, subs)]
+    eff = binned_efficiency(var="pt", bins=[0.0, np.inf], matches=matches, pt_min=0.0, eta_max=np.inf)
+    assert eff["dm_efficiency_total"].item() == sum(r["n_reconstructable"] for r in per)
+    assert eff["dm_efficiency_pass"].item() == sum(r["n_dm_matched"] for r in per)
+    assert eff["perfect_efficiency_pass"].item() == sum(r["n_perfect"] for r in per)
+    rates = binned_rates(bins=[-np.inf, np.inf], matches=matches)
+    assert rates["fake_rate_total"].item() == sum(r["n_tracks_min_hits"] for r in per)
+    assert rates["fake_rate_pass"].item() == sum(r["n_fake"] for r in per)
+    assert rates["duplicate_rate_pass"].item() == sum(r["n_duplicated"] for r in per) > 0
