@@ -202,3 +202,10 @@ def test_hit_efficiency():
     assert abs(len(half.hits) / len(full.hits) - 0.5) < 0.03
     default = simulate_event(seed=6, pileup=10)
     assert abs(len(default.hits) / len(full.hits) - 0.98) < 0.01
+
+
+def test_event_without_hits_is_valid():
+    # one central particle and only the -z pixel endcap: no crossing at all, even with noise on
+    ev = simulate_event(seed=0, gun=1, eta_max=0.1, volumes=[7], noise=0.5)
+    assert len(ev.hits) == 0 and len(ev.truth) == 0 and ev.particles["nhits"].tolist() == [0]
+    assert ev.hits["x"].dtype == np.float32 and ev.truth["particle_id"].dtype == np.int64
