@@ -206,7 +206,7 @@ def build_event(eid: int, data: dict[str, np.ndarray], plan: HitPlan, particles:
 
 def _weights(truth: pd.DataFrame, particles: pd.DataFrame | None) -> np.ndarray:
     try:
-        from trackformers.metrics.weights import hit_weights
+        from trackformers.metrics import hit_weights
     except ImportError:  # metrics not available: uniform weights over non-noise hits, sum 1
         w = (truth["particle_id"].to_numpy() != 0).astype(np.float64)
         return (w / w.sum()) if w.sum() else w
