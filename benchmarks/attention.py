@@ -261,6 +261,43 @@ def profile(args) -> list[dict]:
     return []
 
 
+def overhead(args) -> list[dict]:
+    """Host time per call (µs) of the local launch paths on a tiny input, where the GPU work is negligible."""
+    from trackformers.attention.api import attend
+    from trackformers.attention.local.config import configs_for
+    from trackformers.attention.local.function import _backward, _forward, _Tables, block_table
+
+    n, d = 256, 64
+    layout = make_layout([n], 16, "cuda")
+    cu = layout.cu_seqlens
+    q, k, v, do = (torch.randn(n, 2, d, device="cuda", dtype=torch.bfloat16) for _ in range(4))
+    cfg = configs_for(d, 2)
+    tables = _Tables(cu, n)
+    o, lse = _forward(q, k, v, cu, None, tables, 16, False, 0.125, cfg, True)
+    qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
+
+    def layer():
+        attend(qg, kg, vg, layout, backend="local").backward(do)
+
+    cases = {"torch add": lambda: q.add(1), "block_table": lambda: block_table(cu, n, 64),
+             "_forward": lambda: _forward(q, k, v, cu, None, tables, 16, False, 0.125, cfg, False),
+             "_backward": lambda: _backward(do, q, k, v, o, lse, cu, None, tables, 16, False, 0.125, cfg),
+             "layer": layer}
+    rows = []
+    for name, fn in cases.items():
+        for _ in range(20):
+            fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(200):
+            fn()
+        torch.cuda.synchronize()
+        us = (time.perf_counter() - t0) / 200 * 1e6
+        print(f"host+device per call {name:<12} {us:8.1f} us", flush=True)
+        rows.append(dict(case=name, us=us))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, nargs="+", default=[16384, 65536, 131072])
@@ -271,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dense-max", type=int, default=16384)
     p.add_argument("--cbm-n", type=int, nargs="+", default=[131072], help="N at which to run flex-cbm")
     p.add_argument("--sweep", action="store_true", help="tile-config sweep of the local kernels instead")
+    p.add_argument("--overhead", action="store_true", help="host time per launch of `local` instead")
     p.add_argument("--profile", action="store_true", help="profiler table of `local` layer steps instead")
     p.add_argument("--json", help="write all rows and the environment here (rewritten after every row)")
     p.add_argument("--tuned", help="tile configs of `local` from a sweep's --tuned-out JSON")
@@ -289,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
 
         with open(args.tuned) as fh:
             set_tuned(json.load(fh))
-    if args.profile:
+    if args.overhead:
+        rows = overhead(args)
+    elif args.profile:
         rows = profile(args)
     elif args.sweep:
         rows = sweep(args)
