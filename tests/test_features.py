@@ -44,7 +44,9 @@ def toy_event(n_particles: int, n_noise: int, seed: int, event_id: int = 0, cell
     tr = pd.DataFrame({"hit_id": hits["hit_id"], "particle_id": pid, "tx": hits["x"], "ty": hits["y"],
                        "tz": hits["z"], "tpx": zeros, "tpy": zeros, "tpz": zeros, "weight": zeros + 1.0 / n})
     columns = ["particle_id", "particle_type", "vx", "vy", "vz", "px", "py", "pz", "q", "nhits"]
-    particles = pd.DataFrame(parts, columns=columns)
+    ints = {"particle_id", "particle_type", "q", "nhits"}
+    dtypes = {c: "int64" if c in ints else "float64" for c in columns}
+    particles = pd.DataFrame(parts, columns=columns).astype(dtypes)
     cell_df = None
     if cells:
         cell_df = pd.DataFrame({"hit_id": np.repeat(hits["hit_id"].to_numpy(), 2), "ch0": 0, "ch1": 0,
