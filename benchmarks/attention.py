@@ -279,7 +279,20 @@ def overhead(args) -> list[dict]:
     def layer():
         attend(qg, kg, vg, layout, backend="local").backward(do)
 
+    from trackformers.attention.local.function import local_attention
+
+    def fn_nograd():
+        with torch.no_grad():
+            local_attention(q, k, v, cu, n, 16)
+
+    def fwd_reqgrad():
+        with torch.no_grad():
+            _forward(qg, kg, vg, cu, None, tables, 16, False, 0.125, cfg, True)
+
     cases = {"torch add": lambda: q.add(1), "block_table": lambda: block_table(cu, n, 64),
+             "fn no_grad": fn_nograd, "fn grad fwd": lambda: local_attention(qg, kg, vg, cu, n, 16),
+             "fn fwd+bwd": lambda: local_attention(qg, kg, vg, cu, n, 16).backward(do),
+             "_fwd reqgrad": fwd_reqgrad,
              "_forward": lambda: _forward(q, k, v, cu, None, tables, 16, False, 0.125, cfg, False),
              "_backward": lambda: _backward(do, q, k, v, o, lse, cu, None, tables, 16, False, 0.125, cfg),
              "layer": layer}
