@@ -126,6 +126,9 @@ def validate(event: Event) -> None:
         if unknown.any():
             raise InputError(f"{_where(event, 'truth')}: hit_id {tids[np.argmax(unknown)]} is not in hits; "
                              "expected truth only for existing hits.")
+        if len(tids) != len(ids):
+            raise InputError(f"{_where(event, 'truth')}: {len(tids)} truth rows for {len(ids)} hits; "
+                             "expected exactly one truth row per hit.")
         tdup = pd.Index(tids).duplicated()
         if tdup.any():
             raise InputError(f"{_where(event, 'truth')}: duplicate hit_id {tids[np.argmax(tdup)]}; "

@@ -76,6 +76,8 @@ def _fmt(value: object) -> str:
 
 def _check_column(path: Path, series: pd.Series, col: str, kind: str) -> None:
     values = series.to_numpy()
+    if not len(values):  # a header-only file (an empty event): pandas types its columns as object
+        return
     dkind = series.dtype.kind
     want = "an integer" if kind == "i" else "a number"
     if dkind not in "iuf":

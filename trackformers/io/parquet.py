@@ -150,6 +150,12 @@ def read(path: Path, *, volumes: Sequence[int] | None = None, events: Iterable[i
     tables = {name: _Table(p) for name, p in paths.items() if keep[name]}
     hits_cols = None if columns is None else list(dict.fromkeys([*HIT_COLUMNS, *columns]))
     wanted = None if events is None else {int(e) for e in events}
+    hit_events = set(tables["hits"].event_ids())
+    for name, table in tables.items():  # rows of an event the hits table lacks: the files do not belong together
+        stray = sorted(set(table.groups) - hit_events)
+        if stray:
+            raise InputError(f"{table.path}: rows of event {stray[0]}, which {paths['hits'].name} does not "
+                             f"have; expected the {name} of the same events as the hits.")
     for eid in tables["hits"].event_ids():
         if wanted is not None and eid not in wanted:
             continue
@@ -157,6 +163,12 @@ def read(path: Path, *, volumes: Sequence[int] | None = None, events: Iterable[i
         tru = tables["truth"].read_event(eid) if "truth" in tables else None
         parts = tables["particles"].read_event(eid) if "particles" in tables else None
         cell = tables["cells"].read_event(eid) if "cells" in tables else None
+        if tru is not None and "weight" not in tru.columns:  # as for TrackML CSV: weights from the truth
+            from trackformers.metrics.weights import hit_weights
+
+            tru = tru.assign(weight=np.zeros(len(tru), np.float32))
+            if parts is not None:
+                tru["weight"] = hit_weights(truth=tru, particles=parts).astype(np.float32)
         if volumes is not None:
             hits = hits[np.isin(hits["volume_id"].to_numpy(), volumes)].reset_index(drop=True)
             tru, cell = (_same_hits(t, hits) for t in (tru, cell))

@@ -155,11 +155,26 @@ def particle_plan(table: Table) -> tuple[list[str], tuple[str, ...]]:
     return [*pid, *required, *nhits, *extras], pid
 
 
-def _particle_ids(data: dict[str, np.ndarray], pid: Sequence[str]) -> np.ndarray:
+def _particle_ids(data: dict[str, np.ndarray], pid: Sequence[str], where: str = "particles") -> np.ndarray:
+    for c in pid:  # float id branches must hold whole numbers: a cast would merge or invent particles
+        v = data[c]
+        if v.dtype.kind == "f" and (bad := ~np.isfinite(v) | (v != np.round(v))).any():
+            raise InputError(f"{where}: branch '{c}' has value {v[np.argmax(bad)]}; "
+                             "expected whole-number ids.")
     if pid == ("particle_id",):
         v = data["particle_id"]
         return v.view(np.int64) if v.dtype == np.uint64 else v.astype(np.int64)
     return pack_barcode(**{n: data[c] for (n, _, _), c in zip(BARCODE_FIELDS, pid)})
+
+
+def _ints(values: np.ndarray, column: str, source: str, eid: int) -> np.ndarray:
+    """int64 ids; a float branch must hold whole numbers (a cast would silently change the ids)."""
+    if values.dtype.kind == "f":
+        bad = ~np.isfinite(values) | (values != np.round(values))
+        if bad.any():
+            raise InputError(f"{source} (event {eid}): branch '{column}' has value {values[np.argmax(bad)]}; "
+                             "expected whole-number ids.")
+    return values.astype(np.int64)
 
 
 def build_event(eid: int, data: dict[str, np.ndarray], plan: HitPlan, particles: pd.DataFrame | None, *,
@@ -170,16 +185,17 @@ def build_event(eid: int, data: dict[str, np.ndarray], plan: HitPlan, particles:
         dec = decode_geometry_id(data["geometry_id"])
         vol, lay, mod = dec["volume_id"], dec["layer_id"], dec["sensitive_id"]
     else:
-        vol, lay, mod = (data[c].astype(np.int64) for c in plan.ids)
+        vol, lay, mod = (_ints(data[c], c, source, eid) for c in plan.ids)
     x, y, z = (data[c] for c in plan.position)
     if smear_hits:
         x, y, z = smear(x, y, z, vol, np.random.default_rng([int(seed), int(eid)]))
-    hit_id = data["hit_id"].astype(np.int64) if plan.hit_id else np.arange(1, n + 1, dtype=np.int64)
+    hit_id = (_ints(data["hit_id"], "hit_id", source, eid) if plan.hit_id
+              else np.arange(1, n + 1, dtype=np.int64))
     hits = pd.DataFrame({"hit_id": hit_id, "x": x, "y": y, "z": z, "volume_id": vol, "layer_id": lay,
                          "module_id": mod, **{c: data[c] for c in plan.extras}})
     truth = None
     if plan.truth:
-        pid = _particle_ids(data, plan.particle_id)
+        pid = _particle_ids(data, plan.particle_id, f"{source} (event {eid})")
         truth = pd.DataFrame({"hit_id": hit_id, "particle_id": pid,
                               **{c: data[s] for c, s in zip(("tx", "ty", "tz"), plan.true_position)}})
         if plan.momenta:
@@ -244,7 +260,11 @@ def event_order(path: Path, file, index: EventIndex) -> list[int]:  # noqa: ANN0
         if table.title == OUR_TITLE and "event_id" in table.keys:
             ids = to_numpy(table.read(["event_id"], 0, table.num_entries)["event_id"]).astype(np.int64)
             listed = set(ids.tolist())
-            return ids.tolist() + [e for e in index.ranges if e not in listed]
+            unlisted = [e for e in index.ranges if e not in listed]
+            if unlisted:  # our writer lists every event: the trees of this file do not belong together
+                raise InputError(f"{path}: the hits tree has event {unlisted[0]}, which the events tree does "
+                                 f"not list; expected the events {sorted(listed)[:5]}.")
+            return ids.tolist()
     return list(index.ranges)
 
 
@@ -283,6 +303,9 @@ def read_file(path: Path, *, volumes: Sequence[int] | None, events: set[int] | N
             if eid in pindex.ranges:
                 _, pdata = next(piter)
                 particles = build_particles(pdata, pid, pcols)
+            elif plan.truth and len(data[plan.position[0]]):
+                raise InputError(f"{found[0]}: no particles of event {eid}, which {path.name} has hits of; "
+                                 "expected the particles of the same events as the hits.")
             else:
                 particles = build_particles({c: np.zeros(0) for c in pcols}, pid, pcols)
         yield build_event(eid, data, plan, particles, source=str(path), volumes=volumes,
