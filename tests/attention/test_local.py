@@ -12,8 +12,10 @@ import os
 import pytest
 import torch
 
-from trackformers.attention.api import AttentionLayout, attend, can_run
-from trackformers.attention.local import function as F
+pytest.importorskip("triton")
+
+from trackformers.attention.api import AttentionLayout, attend, can_run  # noqa: E402
+from trackformers.attention.local import function as F  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 

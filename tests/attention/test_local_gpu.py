@@ -9,8 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trackformers.attention.api import AttentionLayout, attend
-from trackformers.attention.local import function as F
+pytest.importorskip("triton")
+
+from trackformers.attention.api import AttentionLayout, attend  # noqa: E402
+from trackformers.attention.local import function as F  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
