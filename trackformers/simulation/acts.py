@@ -55,37 +55,42 @@ def split_geometry_id(geometry_id: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     return volume.astype(np.int64), layer.astype(np.int64), sensitive.astype(np.int64)
 
 
-def trackml_to_barcode(particle_id: np.ndarray) -> np.ndarray:
-    """TrackML ids ``(N,)`` -> ACTS barcodes ``(N,)`` uint64: vertex_primary << 52 | particle << 24."""
-    f = generator.decode_particle_id(particle_id)
-    return ((f["vertex_id"].astype(np.uint64) << np.uint64(52))
-            | (f["primary_id"].astype(np.uint64) << np.uint64(24)))
+#: ACTS (v40+) writes a barcode as five CSV columns; TrackML field each one maps to (shift, bits).
+BARCODE_COLUMNS: tuple[tuple[str, int, int], ...] = (
+    ("particle_id_pv", 52, 12),       # vertex_primary -> vertex
+    ("particle_id_part", 36, 16),     # particle -> primary
+    ("particle_id_gen", 24, 12),      # generation -> generation
+    ("particle_id_subpart", 12, 12),  # sub_particle -> secondary
+    ("particle_id_sv", 0, 12),        # vertex_secondary -> process
+)
 
 
-def barcode_to_trackml(barcode: np.ndarray) -> np.ndarray:
-    """ACTS barcodes ``(N,)`` -> TrackML particle ids ``(N,)`` int64.
+def trackml_to_barcode(particle_id: np.ndarray) -> dict[str, np.ndarray]:
+    """TrackML ids ``(N,)`` -> ACTS barcode columns (:data:`BARCODE_COLUMNS`), each ``(N,)`` int64."""
+    u = np.asarray(particle_id, dtype=np.int64).view(np.uint64)
+    return {name: ((u >> np.uint64(shift)) & np.uint64((1 << bits) - 1)).astype(np.int64)
+            for name, shift, bits in BARCODE_COLUMNS}
 
-    vertex_primary (12 bits << 52) -> vertex, particle (16 << 24) -> primary, generation (8 << 16) ->
-    generation, sub_particle (16 << 0, clipped to 12 bits) -> secondary, vertex_secondary (12 << 40) ->
-    process. Exact inverse of :func:`trackml_to_barcode` for primaries.
+
+def barcode_to_trackml(table: pd.DataFrame | dict[str, np.ndarray]) -> np.ndarray:
+    """ACTS barcode columns (a table with :data:`BARCODE_COLUMNS`) -> TrackML particle ids ``(N,)`` int64.
+
+    Exact inverse of :func:`trackml_to_barcode`; Fatras secondaries keep generation and sub-particle (clipped
+    to the 12-bit TrackML field, which Fatras's small per-parent counters never reach) and their secondary
+    vertex becomes the TrackML process field.
     """
-    b = np.asarray(barcode)
-    u = b.astype(np.uint64) if b.dtype.kind == "u" else b.astype(np.int64).view(np.uint64)
-
-    def field(shift: int, bits: int) -> np.ndarray:
-        return (u >> np.uint64(shift)) & np.uint64((1 << bits) - 1)
-
-    out = ((field(52, 12) << np.uint64(52)) | (field(24, 16) << np.uint64(36))
-           | (field(16, 8) << np.uint64(24)) | (np.minimum(field(0, 16), np.uint64(0xFFF)) << np.uint64(12))
-           | field(40, 12))
+    out = None
+    for name, shift, bits in BARCODE_COLUMNS:
+        field = np.minimum(np.asarray(table[name], dtype=np.int64), (1 << bits) - 1).astype(np.uint64)
+        out = field << np.uint64(shift) if out is None else out | (field << np.uint64(shift))
     return out.view(np.int64)
 
 
 def particles_csv(parts: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Rows for ACTS's ``CsvParticleReader``: barcode, PDG, process, vertex (mm, ns), p (GeV), m, q."""
+    """Rows for ACTS's ``CsvParticleReader``: barcode columns, PDG, process, vertex (mm, ns), p (GeV), m, q."""
     n = len(parts["particle_id"])
     return pd.DataFrame({
-        "particle_id": trackml_to_barcode(parts["particle_id"]), "particle_type": parts["particle_type"],
+        **trackml_to_barcode(parts["particle_id"]), "particle_type": parts["particle_type"],
         "process": np.zeros(n, dtype=np.int64), "vx": parts["vx"], "vy": parts["vy"], "vz": parts["vz"],
         "vt": np.zeros(n), "px": parts["px"], "py": parts["py"], "pz": parts["pz"], "m": parts["mass"],
         "q": parts["q"].astype(np.float64),
@@ -104,12 +109,12 @@ def crossings_from_hits(hits: pd.DataFrame, parts: dict[str, np.ndarray], layers
     key = volume * 10_000 + layer_id
     lookup = pd.Series(list(index.values()), index=[v * 10_000 + lay for v, lay in index], dtype=np.int64)
     layer = lookup.reindex(key).fillna(-1).to_numpy(np.int64)
-    pid = barcode_to_trackml(hits["particle_id"].to_numpy())
+    pid = barcode_to_trackml(hits)
     parts = dict(parts)
     known = pd.Index(parts["particle_id"])
     new = np.setdiff1d(np.unique(pid), known.to_numpy())
     if new.size and secondaries is not None and len(secondaries):
-        sec = secondaries.assign(particle_id=barcode_to_trackml(secondaries["particle_id"].to_numpy()))
+        sec = secondaries.assign(particle_id=barcode_to_trackml(secondaries))
         sec = sec[sec["particle_id"].isin(new)].drop_duplicates("particle_id")
         extra = {"particle_id": sec["particle_id"].to_numpy(np.int64),
                  "particle_type": sec["particle_type"].to_numpy(np.int64),
@@ -126,25 +131,16 @@ def crossings_from_hits(hits: pd.DataFrame, parts: dict[str, np.ndarray], layers
     return cross, parts
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=4)
 def _geometry(bfield: float) -> tuple[Any, Any, list]:
     """(tracking geometry, field, context decorators) of the GenericDetector, built once per process."""
     acts = require()
-    u = acts.UnitConstants
-    ex = acts.examples
-    decorators: list = []
-    if hasattr(ex.GenericDetector, "create"):  # pyacts up to ~v35
-        _, geometry, decorators = ex.GenericDetector.create()
-    else:
-        detector = ex.GenericDetector()
-        if hasattr(detector, "trackingGeometry"):  # v38+
-            geometry = detector.trackingGeometry()
-            decorators = list(getattr(detector, "contextDecorators", lambda: [])())
-        else:
-            geometry, decorators = detector.finalize(ex.GenericDetector.Config(), None)
-        _KEEP_ALIVE.append(detector)
-    field = acts.ConstantBField(acts.Vector3(0.0, 0.0, bfield * u.T))
-    return geometry, field, list(decorators or [])
+    quiet = acts.logging.WARNING
+    detector = acts.examples.GenericDetector(logLevel=quiet, layerLogLevel=quiet, surfaceLogLevel=quiet,
+                                             volumeLogLevel=quiet)
+    _KEEP_ALIVE.append(detector)  # the detector owns the surfaces the tracking geometry points to
+    field = acts.ConstantBField(acts.Vector3(0.0, 0.0, bfield * acts.UnitConstants.T))
+    return detector.trackingGeometry(), field, list(detector.contextDecorators())
 
 
 def _run_fatras(particles: pd.DataFrame, *, seed: int, bfield: float, interactions: bool,
@@ -157,28 +153,19 @@ def _run_fatras(particles: pd.DataFrame, *, seed: int, bfield: float, interactio
     inp, out = workdir / "in", workdir / "out"
     inp.mkdir()
     particles.to_csv(inp / "event000000000-particles.csv", index=False)
-    s = None
-    # Newest first: trackFpes and outputDir are keyword arguments that older pyacts versions lack.
-    for extra in ({"outputDir": str(workdir), "trackFpes": False}, {"outputDir": str(workdir)}, {}):
-        try:
-            s = acts.examples.Sequencer(events=1, numThreads=1, **extra)
-            break
-        except TypeError:
-            continue
+    quiet = acts.logging.WARNING
+    # outputDir: the sequencer's timing files go to the temporary folder, not the working directory.
+    s = acts.examples.Sequencer(events=1, numThreads=1, outputDir=str(workdir), trackFpes=False,
+                                logLevel=quiet)
     for d in decorators:
         s.addContextDecorator(d)
-    s.addReader(acts.examples.CsvParticleReader(level=acts.logging.WARNING, inputDir=str(inp),
-                                                inputStem="particles", outputParticles="particles_input"))
-    addFatras(s, geometry, field, rnd=acts.examples.RandomNumbers(seed=seed), preSelectParticles=None,
-              enableInteractions=interactions, inputParticles="particles_input", outputDirCsv=out,
-              logLevel=acts.logging.WARNING)
+    s.addReader(acts.examples.CsvParticleReader(level=quiet, inputDir=str(inp), inputStem="particles",
+                                                outputParticles="particles_input"))
+    addFatras(s, geometry, field, rnd=acts.examples.RandomNumbers(seed=seed), enableInteractions=interactions,
+              inputParticles="particles_input", outputDirCsv=out, logLevel=quiet)
     s.run()
-    hit_files = sorted(out.glob("*-hits.csv"))
-    if not hit_files:
-        raise RuntimeError(f"Fatras wrote no hits file under {out}")
-    hits = pd.read_csv(hit_files[0], dtype={"particle_id": np.uint64, "geometry_id": np.uint64})
-    part_files = sorted(out.glob("*-particles*.csv"))
-    sim = pd.read_csv(part_files[0], dtype={"particle_id": np.uint64}) if part_files else pd.DataFrame()
+    hits = pd.read_csv(out / "event000000000-hits.csv")
+    sim = pd.read_csv(out / "event000000000-particles_simulated.csv")
     return hits, sim
 
 
