@@ -26,6 +26,8 @@ from trackformers.simulation import generator
 from trackformers.simulation.builtin import Config, finish_event, layer_table
 from trackformers.simulation.geometry import Layer, layers_of, select_volumes
 
+#: Fatras simulates particles above this momentum (GeV); below the generator's 0.1 GeV pT threshold.
+P_MIN = 0.05
 MISSING = 'the ACTS engine needs pyacts: pip install "trackformers[acts]"'
 #: Objects that must outlive the cached tracking geometry (the detector owns its surfaces).
 _KEEP_ALIVE: list = []
@@ -161,8 +163,10 @@ def _run_fatras(particles: pd.DataFrame, *, seed: int, bfield: float, interactio
         s.addContextDecorator(d)
     s.addReader(acts.examples.CsvParticleReader(level=quiet, inputDir=str(inp), inputStem="particles",
                                                 outputParticles="particles_input"))
+    # pMin: Fatras's default (0.5 GeV) would drop every particle below 0.5 GeV, most of a minimum-bias event.
     addFatras(s, geometry, field, rnd=acts.examples.RandomNumbers(seed=seed), enableInteractions=interactions,
-              inputParticles="particles_input", outputDirCsv=out, logLevel=quiet)
+              pMin=P_MIN * acts.UnitConstants.GeV, inputParticles="particles_input", outputDirCsv=out,
+              logLevel=quiet)
     s.run()
     hits = pd.read_csv(out / "event000000000-hits.csv")
     sim = pd.read_csv(out / "event000000000-particles_simulated.csv")
