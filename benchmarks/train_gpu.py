@@ -1,9 +1,9 @@
 """Train one head on on-the-fly simulated pixel events with a plain Lightning Trainer, then evaluate it.
 
 No jsonargparse needed (the GPU image lacks it): builds the same ``TrackingModule`` / ``TrackDataModule`` as
-the Lightning CLI from command-line flags. Training runs in phases of (μ, seconds) — a pile-up curriculum — with
-bf16 mixed precision; a callback records the validation curve (``val/dm_efficiency``, ``val/fake_rate`` vs
-step). At the end the clusterer's radius is chosen on validation events (seed never used in training) and the
+the Lightning CLI from command-line flags. Training runs in phases of (μ, seconds), a pile-up curriculum,
+with bf16 mixed precision; a callback records the validation curve (``val/dm_efficiency``,
+``val/fake_rate`` vs step). At the end the clusterer's radius is chosen on validation events (seed never used in training) and the
 model is evaluated on test events of another seed at each requested μ: DM efficiency (pT > 0.9 GeV, |η| < 4),
 perfect efficiency, fake and duplicate rate, TrackML score and latency per event.
 
