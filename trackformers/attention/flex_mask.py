@@ -217,8 +217,13 @@ def build_block_mask(layout: AttentionLayout, device: torch.device | str,
 
 
 def build_block_mask_eager(layout: AttentionLayout, device: torch.device | str,
-                           n_pad: int | None = None) -> BlockMask:
-    """The same BlockMask via ``create_block_mask`` (evaluates ``mask_mod`` on all n_pad² pairs)."""
+                           n_pad: int | None = None, *, compiled: bool | None = None) -> BlockMask:
+    """The same BlockMask via ``create_block_mask`` (evaluates ``mask_mod`` on all n_pad² pairs).
+
+    ``compiled`` (default: on CUDA) passes ``_compile=True``: uncompiled, create_block_mask materialises the
+    n_pad² mask (128 GiB of int64 indices at 131k hits: out of memory on an 80 GB H100, measured).
+    """
     n_pad = padded_length(total_length(layout)) if n_pad is None else n_pad
+    compiled = torch.device(device).type == "cuda" if compiled is None else compiled
     return create_block_mask(make_mask_mod(layout, n_pad, device), 1, None, n_pad, n_pad, device=device,
-                             BLOCK_SIZE=BLOCK)
+                             BLOCK_SIZE=BLOCK, _compile=compiled)
