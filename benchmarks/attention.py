@@ -285,6 +285,10 @@ def overhead(args) -> list[dict]:
         with torch.no_grad():
             local_attention(q, k, v, cu, n, 16)
 
+    def fb_one_thread():
+        with torch.autograd.set_multithreading_enabled(False):
+            local_attention(qg, kg, vg, cu, n, 16).backward(do)
+
     def fwd_reqgrad():
         with torch.no_grad():
             _forward(qg, kg, vg, cu, None, tables, 16, False, 0.125, cfg, True)
@@ -292,7 +296,7 @@ def overhead(args) -> list[dict]:
     cases = {"torch add": lambda: q.add(1), "block_table": lambda: block_table(cu, n, 64),
              "fn no_grad": fn_nograd, "fn grad fwd": lambda: local_attention(qg, kg, vg, cu, n, 16),
              "fn fwd+bwd": lambda: local_attention(qg, kg, vg, cu, n, 16).backward(do),
-             "_fwd reqgrad": fwd_reqgrad,
+             "_fwd reqgrad": fwd_reqgrad, "fn f+b 1 thread": fb_one_thread,
              "_forward": lambda: _forward(q, k, v, cu, None, tables, 16, False, 0.125, cfg, False),
              "_backward": lambda: _backward(do, q, k, v, o, lse, cu, None, tables, 16, False, 0.125, cfg),
              "layer": layer}
@@ -308,6 +312,16 @@ def overhead(args) -> list[dict]:
         us = (time.perf_counter() - t0) / 200 * 1e6
         print(f"host+device per call {name:<12} {us:8.1f} us", flush=True)
         rows.append(dict(case=name, us=us))
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(100):
+        fb_one_thread()
+    torch.cuda.synchronize()
+    prof.disable()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(14)
     return rows
 
 
