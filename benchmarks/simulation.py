@@ -7,8 +7,9 @@ Each case simulates a batch of events (seeds 0, 1, … of ``simulate``) in this 
 events/s is per core; the table reports the median over ``repeats`` batches of the wall-clock rate (and the
 process-CPU rate beside it, which is what one core delivers when the machine is shared). Content columns
 (hits per event, hits per particle with >= 1 hit, pixel share) are means over all simulated events. With
-``--engine both`` (needs pyacts) the same seeds go through both engines and a side-by-side table of hits
-per layer is printed too (the issue's goal: agreement within 10%).
+``--engine both`` (needs pyacts) the same seeds (and batch sizes) go through both engines and side-by-side
+tables of hits and crossings per volume and per layer are printed too (the issue's goal: agreement within
+10%).
 """
 
 from __future__ import annotations
@@ -34,15 +35,25 @@ def _cpu() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def _batch_size(pileup: float) -> int:
-    # about a second of work per batch for the built-in engine
+def _pyacts_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pyacts")
+    except PackageNotFoundError:
+        return None
+
+
+def _batch_size(engine: str, pileup: float) -> int:
+    # about a second of work per batch for the built-in engine, a few seconds for ACTS (~2.5 s per μ = 200)
+    if engine == "acts":
+        return 20 if pileup < 1 else 4 if pileup < 50 else 2
     return 40 if pileup < 1 else 10 if pileup < 50 else 3
 
 
-def run_case(engine: str, pileup: float, volumes: str, repeats: int) -> tuple[dict, list]:
+def run_case(engine: str, pileup: float, volumes: str, repeats: int, n: int) -> tuple[dict, list]:
     from trackformers.simulation import simulate
 
-    n = _batch_size(pileup)
     rates, cpu_rates, events = [], [], []
     list(simulate(1, seed=10_000, pileup=pileup, volumes=VOLUME_SETS[volumes], engine=engine))  # warm-up
     for r in range(repeats):
@@ -62,12 +73,49 @@ def run_case(engine: str, pileup: float, volumes: str, repeats: int) -> tuple[di
     return row, events
 
 
-def per_layer(events: list) -> dict[tuple[int, int], float]:
-    """Mean hits per event on each (volume, layer)."""
+def per_layer(events: list) -> dict[tuple[int, int], tuple[float, float]]:
+    """Mean (hits, crossings) per event on each (volume, layer); a crossing is a (particle, layer) pair with
+    >= 1 hit, so hits / crossings measures module overlaps (double hits), crossings the tracks' reach."""
     import pandas as pd
 
-    counts = pd.concat([e.hits.groupby(["volume_id", "layer_id"]).size() for e in events], axis=1).fillna(0)
-    return {k: float(v) for k, v in counts.mean(axis=1).items()}
+    hits, crossings = [], []
+    for e in events:
+        t = e.truth[["hit_id", "particle_id"]].merge(e.hits[["hit_id", "volume_id", "layer_id"]], on="hit_id")
+        hits.append(t.groupby(["volume_id", "layer_id"]).size())
+        t = t[t["particle_id"] != 0].drop_duplicates(["particle_id", "volume_id", "layer_id"])
+        crossings.append(t.groupby(["volume_id", "layer_id"]).size())
+    h = pd.concat(hits, axis=1).fillna(0).mean(axis=1)
+    c = pd.concat(crossings, axis=1).fillna(0).mean(axis=1).reindex(h.index, fill_value=0)
+    return {(int(k[0]), int(k[1])): (float(h[k]), float(c[k])) for k in h.index}
+
+
+def _ratio(b: float, a: float) -> str:
+    return f"{b / a:.2f}" if a else "n/a"
+
+
+def _compare(a: dict, b: dict, mu: float) -> None:
+    """Side-by-side tables, built-in (a) vs ACTS (b): per volume, then per layer."""
+    print(f"\n# hits and crossings per volume at μ = {mu:g}, full detector (mean per event, same seeds)")
+    print("| volume | hits builtin | hits acts | ratio | crossings builtin | crossings acts | ratio | "
+          "hits/crossing builtin | hits/crossing acts |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for vol in sorted({k[0] for k in a} | {k[0] for k in b}):
+        ha, ca = (sum(v[i] for k, v in a.items() if k[0] == vol) for i in (0, 1))
+        hb, cb = (sum(v[i] for k, v in b.items() if k[0] == vol) for i in (0, 1))
+        print(f"| {vol} | {ha:.0f} | {hb:.0f} | {_ratio(hb, ha)} | {ca:.0f} | {cb:.0f} | {_ratio(cb, ca)} | "
+              f"{_ratio(ha, ca)} | {_ratio(hb, cb)} |")
+    print(f"\n# per layer at μ = {mu:g}, full detector (mean per event)")
+    print("| volume | layer | hits builtin | hits acts | ratio | crossings ratio |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    within = {"hits": 0, "crossings": 0}
+    keys = sorted(set(a) | set(b))
+    for key in keys:
+        (ha, ca), (hb, cb) = a.get(key, (0.0, 0.0)), b.get(key, (0.0, 0.0))
+        within["hits"] += bool(ha) and abs(hb / ha - 1) <= 0.1
+        within["crossings"] += bool(ca) and abs(cb / ca - 1) <= 0.1
+        print(f"| {key[0]} | {key[1]} | {ha:.0f} | {hb:.0f} | {_ratio(hb, ha)} | {_ratio(cb, ca)} |")
+    print(f"\nlayers within 10%: hits {within['hits']} of {len(keys)}, crossings {within['crossings']} of "
+          f"{len(keys)}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -91,13 +139,15 @@ def main(argv: list[str] | None = None) -> None:
     for engine in engines:
         for volumes in args.volumes.split(","):
             for mu in pileups:
-                row, events = run_case(engine, mu, volumes, args.repeats)
+                # both engines: the same batches (seeds), so the content columns compare the same events
+                n = _batch_size("acts" if "acts" in engines else engine, mu)
+                row, events = run_case(engine, mu, volumes, args.repeats, n)
                 rows.append(row)
                 if volumes == "full" and mu == max(pileups):
                     layers[engine] = per_layer(events)
 
     print(f"# simulation benchmark, {datetime.date.today()}, {_cpu()}, Python {platform.python_version()}, "
-          f"numpy {numpy.__version__}; median of {args.repeats} batches, one process")
+          f"numpy {numpy.__version__}, pyacts {_pyacts_version()}; median of {args.repeats} batches, one process")
     print("| engine | volumes | μ | events/batch | events/s (wall) | events/s (CPU) | hits/event | "
           "hits/particle | pixel share |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -106,15 +156,11 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['events_per_s']:.2f} | {r['events_per_cpu_s']:.2f} | {r['hits_per_event']:.0f} | "
               f"{r['hits_per_particle']:.2f} | {r['pixel_share']:.3f} |")
     if len(layers) == 2:
-        a, b = layers["builtin"], layers["acts"]
-        print(f"\n# hits per layer at μ = {max(pileups):g}, full detector (mean per event)")
-        print("| volume | layer | builtin | acts | acts / builtin |")
-        print("| ---: | ---: | ---: | ---: | ---: |")
-        for key in sorted(set(a) | set(b)):
-            ratio = b.get(key, 0) / a[key] if a.get(key) else float("nan")
-            print(f"| {key[0]} | {key[1]} | {a.get(key, 0):.0f} | {b.get(key, 0):.0f} | {ratio:.2f} |")
+        _compare(layers["builtin"], layers["acts"], max(pileups))
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "cpu": _cpu(), "numpy": numpy.__version__,
+        per_layer_json = {e: {f"{k[0]}/{k[1]}": list(v) for k, v in lay.items()} for e, lay in layers.items()}
+        Path(args.json).write_text(json.dumps({"rows": rows, "layers": per_layer_json, "cpu": _cpu(),
+                                               "numpy": numpy.__version__, "pyacts": _pyacts_version(),
                                                "date": str(datetime.date.today())}, indent=1))
 
 
