@@ -98,6 +98,13 @@ def test_local_inference_saves_nothing_and_strided_views():
     assert out.is_contiguous() and _close(out, ref, 1e-5)[0]
 
 
+def test_local_empty_batch():
+    q = torch.randn(0, 2, 16, device=DEV, requires_grad=True)
+    out = attend(q, q, q, AttentionLayout.from_lengths([0, 0], device=DEV, window=3), backend="local")
+    out.sum().backward()
+    assert out.shape == (0, 2, 16) and q.grad.shape == (0, 2, 16)
+
+
 def test_block_table_maps_every_row_once():
     cu = torch.tensor([0, 5, 5, 40, 41], dtype=torch.int32, device=DEV)
     ev, start = F.block_table(cu, 41, 16)
