@@ -146,7 +146,7 @@ def test_flex_inference_under_no_grad_is_allowed_on_cpu() -> None:
 
 def test_auto_logs_skipped_backends(caplog: pytest.LogCaptureFixture,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(api, "AUTO_ORDER", ("flex", "dense", "reference"))
+    monkeypatch.setattr(api, "AUTO_ORDER_CPU", ("flex", "dense", "reference"))
     layout, (q, k, v) = make_case([13, 1, 131], window=4)
     leaves = [t.float().requires_grad_() for t in (q, k, v)]
     with caplog.at_level(logging.INFO, logger="trackformers.attention.api"):
@@ -159,6 +159,18 @@ def test_auto_logs_skipped_backends(caplog: pytest.LogCaptureFixture,
     with caplog.at_level(logging.INFO, logger="trackformers.attention.api"):
         attend(q, k, v, layout)  # float64: flex refuses the dtype, dense runs
     assert "skipped flex: flex supports float32" in caplog.text
+
+
+def test_auto_on_cpu_prefers_dense_and_falls_back_to_flex(caplog: pytest.LogCaptureFixture) -> None:
+    layout, (q, k, v) = make_case([13, 1, 131], window=4)
+    with caplog.at_level(logging.INFO, logger="trackformers.attention.api"):
+        out = attend(q.float(), k.float(), v.float(), layout)
+    assert "skipped dense" not in caplog.text and "skipped flex" not in caplog.text
+    torch.testing.assert_close(out.double(), attend(q, k, v, layout, backend="reference"), atol=2e-5, rtol=1e-4)
+    # an event too long for dense (and the reference): inference goes to flex, saying why dense was skipped
+    big = AttentionLayout.from_lengths([20000], window=16)
+    reasons = {name: can_run(name, torch.zeros(20000, 1, 16), big) for name in ("dense", "flex", "reference")}
+    assert reasons["dense"] and reasons["reference"] and reasons["flex"] is None
 
 
 # --- the BlockMask built from block indices vs create_block_mask -----------------------------------------

@@ -5,8 +5,9 @@ sorted by φ; ``layout.cu_seqlens`` (E + 1,) int32 holds the event offsets. The 
 and dtype as q.
 
 Backends register themselves with :func:`register`; ``backend="auto"`` picks the first backend of
-:data:`AUTO_ORDER` whose ``can_run`` accepts the call and logs why it skipped the others. An explicitly
-requested backend never falls back: it raises :class:`BackendUnavailable` saying why it cannot run.
+:data:`AUTO_ORDER` (:data:`AUTO_ORDER_CPU` for CPU tensors) whose ``can_run`` accepts the call and logs
+why it skipped the others. An explicitly requested backend never falls back: it raises
+:class:`BackendUnavailable` saying why it cannot run.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ CanRunFn = Callable[[torch.Tensor, AttentionLayout, bool], str | None]
 _BACKENDS: dict[str, tuple[RunFn, CanRunFn]] = {}
 #: Preference of ``auto``: fastest first.
 AUTO_ORDER: tuple[str, ...] = ("local", "flex", "dense", "reference")
+#: On CPU, SDPA (dense) beats FlexAttention, which there runs eagerly (scores for all pairs) or pays a
+#: compilation per length bucket; flex stays the fallback for events too long for dense.
+AUTO_ORDER_CPU: tuple[str, ...] = ("local", "dense", "flex", "reference")
 
 
 def register(name: str, run: RunFn, can_run: CanRunFn) -> None:
@@ -107,7 +111,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: AttentionL
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     if backend == "auto":
-        for name in AUTO_ORDER:
+        for name in AUTO_ORDER_CPU if q.device.type == "cpu" else AUTO_ORDER:
             if name not in _BACKENDS:
                 continue
             reason = _BACKENDS[name][1](q, layout, needs_grad)
