@@ -206,6 +206,15 @@ def test_block_mask_equals_create_block_mask(lengths: list[int], window: int | N
     assert torch.equal(fast["kv"][1], slow["q"][1].T)
 
 
+@pytest.mark.parametrize("lengths, window", [([2000], 999), ([1500, 1300], 449), ([1500, 1300], 700),
+                                             ([641, 900], 349), ([1000, 700, 5], 299)], ids=str)
+def test_block_mask_near_half_event_windows(lengths: list[int], window: int) -> None:
+    """Windows close to L/2: tiles reached both directly and around the wrap are still classified exactly."""
+    layout = AttentionLayout.from_lengths(lengths, window=window)
+    fast, slow = _tables(build_block_mask(layout, "cpu")), _tables(build_block_mask_eager(layout, "cpu"))
+    assert torch.equal(fast["kv"][0], slow["kv"][0]) and torch.equal(fast["kv"][1], slow["kv"][1])
+
+
 @pytest.mark.parametrize("lengths", [[13, 1, 131], [300, 600], [1000, 5]], ids=str)
 def test_block_mask_with_extra_masks_covers_create_block_mask(lengths: list[int]) -> None:
     """With groups / cone nothing is marked full, and every block with an allowed pair is listed."""
