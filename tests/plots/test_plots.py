@@ -107,11 +107,12 @@ def test_event_display_draws_every_hit_coloured_by_track_and_particle(tmp_path):
 
 
 def test_hit_colors_distinguish_first_labels_and_grey_noise():
-    labels = np.array([5, 5, 3, 3, 9, 0, 0])
+    labels = np.array([0, 0, 5, 5, 3, 3, 9])
     colors = event_display.hit_colors(labels, noise=0)
-    assert tuple(colors[0]) != tuple(colors[2])
-    assert tuple(colors[4]) == to_rgba(event_display.GREY)  # singleton
-    assert (colors[5:] == to_rgba(event_display.GREY)).all()  # noise
+    assert tuple(colors[2]) == to_rgba(event_display.PALETTE[0])  # the first real label: first colour
+    assert tuple(colors[4]) == to_rgba(event_display.PALETTE[1])
+    assert tuple(colors[6]) == to_rgba(event_display.GREY)  # singleton
+    assert (colors[:2] == to_rgba(event_display.GREY)).all()  # noise
     assert event_display.hit_colors(np.array([], dtype=np.int64)).shape == (0, 4)
 
 
@@ -133,6 +134,13 @@ def test_event_display_zoom_and_focus(tmp_path):
     assert hi == pytest.approx(zs.max() + event_display.ZOOM_MARGIN_MM)
     focus = [c for c in fig.axes[0].collections if c.get_gid() == "focus"]
     assert len(focus) == 1 and len(focus[0].get_offsets()) == mask.sum()
+    # Only the focus particle (truth) and the tracks holding its hits (reco) keep their colours.
+    faded = to_rgba(event_display.FADED)
+    truth_colors = _hit_scatters(fig.axes[1])[0].get_facecolors()
+    assert (np.all(truth_colors == faded, axis=1) == ~mask).all()
+    tracks = sub.set_index("hit_id").loc[event.hits["hit_id"], "track_id"].to_numpy()
+    reco_colors = _hit_scatters(fig.axes[0])[0].get_facecolors()
+    assert (np.all(reco_colors == faded, axis=1) == ~np.isin(tracks, tracks[mask])).all()
     assert_drawn(fig, tmp_path, "zoomed", formats=("png",))
 
 

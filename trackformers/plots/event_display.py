@@ -17,13 +17,14 @@ from matplotlib.figure import Figure
 from trackformers.events import Event
 from trackformers.plots.figure import new_figure
 
-#: Categorical palette cycled over track / particle ids (tab20 without its greys).
+#: Categorical palette cycled over track / particle ids: tab20 without its greys, strong colours first.
 PALETTE: tuple[str, ...] = (
-    "#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896",
-    "#9467bd", "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#bcbd22", "#dbdb8d",
-    "#17becf", "#9edae5",
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5",
 )
 GREY = "#bbbbbb"
+#: Colour of the hits that a ``focus`` view pushes into the background.
+FADED = "#e6e6e6"
 #: Margin added around a focus particle's hits when zooming (mm).
 ZOOM_MARGIN_MM = 20.0
 
@@ -31,17 +32,19 @@ ZOOM_MARGIN_MM = 20.0
 def hit_colors(labels: np.ndarray, *, noise: int | None = None) -> np.ndarray:
     """(N, 4) RGBA per hit: one palette colour per label; singleton labels and ``noise`` are grey.
 
-    Colours follow the order of first appearance, so the same labels always get the same colours.
+    Colours follow the order of first appearance of the coloured labels, so the same labels always get
+    the same colours and the first few get distinct strong ones.
     """
     labels = np.asarray(labels)
     uniq, first, inverse, counts = np.unique(labels, return_index=True, return_inverse=True,
                                              return_counts=True)
-    rank = np.argsort(np.argsort(first))  # label index → order of first appearance
-    palette = np.array([to_rgba(c) for c in PALETTE])
-    colors = palette[rank % len(palette)]
     lonely = counts < 2
     if noise is not None:
         lonely |= uniq == noise
+    rank = np.zeros(len(uniq), np.int64)
+    rank[~lonely] = np.argsort(np.argsort(first[~lonely]))  # label index → order of first appearance
+    palette = np.array([to_rgba(c) for c in PALETTE]).reshape(-1, 4)
+    colors = palette[rank % len(palette)]
     colors[lonely] = to_rgba(GREY)
     return colors[inverse.reshape(-1)]
 
@@ -72,8 +75,9 @@ def plot_event(event: Event, submission: pd.DataFrame, *,
         event: the event (``truth`` optional: without it the truth panels say so).
         submission: ``hit_id, track_id`` per hit.
         zoom: x–y window ``(x_min, x_max, y_min, y_max)`` in mm; the r–z views zoom to the hits inside it.
-        focus: particle id(s) drawn with black edges; without ``zoom`` both views zoom to their hits
-            (± :data:`ZOOM_MARGIN_MM`).
+        focus: particle id(s) drawn with black edges; only they (truth view) and the tracks holding their hits
+            (reco view) keep colours, the other hits are :data:`FADED`; without ``zoom`` both views zoom to
+            their hits (± :data:`ZOOM_MARGIN_MM`).
         marker_size: scatter marker area (points²) of track hits; grey hits are drawn at a third of it.
 
     Every scatter has gid ``"hits"`` and its points are the event's hits in ``event.hits`` order.
@@ -99,14 +103,20 @@ def plot_event(event: Event, submission: pd.DataFrame, *,
                 ax.text(0.5, 0.5, "no truth in this event", ha="center", va="center", transform=ax.transAxes)
                 ax.set_axis_off()
             continue
-        colors = hit_colors(labels, noise=noise)
-        grey = np.all(colors == to_rgba(GREY), axis=1)
+        # With a focus, only the focus particles (truth) and the tracks holding their hits (reco) keep
+        # colours, so that a split or merged particle stands out against the rest of the event.
+        keep = np.isin(labels, labels[in_focus]) if in_focus.any() else np.ones(len(labels), bool)
+        colors = hit_colors(np.where(keep, labels, noise), noise=noise)
+        grey = np.all(colors == to_rgba(GREY), axis=1) | ~keep
+        colors[~keep] = to_rgba(FADED)
         sizes = np.where(grey, marker_size / 3, marker_size)
+        if in_focus.any():
+            sizes = np.where(keep, 3 * marker_size, marker_size / 3)  # a zoomed view has room for bigger dots
         ax_xy.scatter(x, y, s=sizes, c=colors, linewidths=0, gid="hits", rasterized=len(x) > 20000)
         ax_rz.scatter(z, r, s=sizes, c=colors, linewidths=0, gid="hits", rasterized=len(x) > 20000)
         if in_focus.any():
             for ax, (u, v) in ((ax_xy, (x, y)), (ax_rz, (z, r))):
-                ax.scatter(u[in_focus], v[in_focus], s=marker_size * 4, facecolors="none",
+                ax.scatter(u[in_focus], v[in_focus], s=marker_size * 10, facecolors="none",
                            edgecolors="black", linewidths=0.8, gid="focus")
         ax_xy.set(title=f"{event.name}: {title} (x–y)", xlabel="x [mm]", ylabel="y [mm]")
         ax_rz.set(title=f"{event.name}: {title} (r–z)", xlabel="z [mm]", ylabel="r [mm]")
