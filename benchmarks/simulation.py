@@ -131,9 +131,13 @@ def main(argv: list[str] | None = None) -> None:
 
     engines = ["builtin", "acts"] if args.engine == "both" else [args.engine]
     if "acts" in engines:
+        from trackformers.errors import InputError
         from trackformers.simulation.acts import require
 
-        require()  # one clear line if pyacts is missing
+        try:
+            require()
+        except InputError as err:
+            raise SystemExit(f"benchmarks/simulation.py: {err}") from None  # one clear line, no traceback
     pileups = [float(v) for v in args.pileups.split(",")]
     rows, layers = [], {}
     for engine in engines:

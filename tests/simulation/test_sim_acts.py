@@ -16,7 +16,10 @@ from trackformers.simulation.builtin import Config, finish_event, layer_table
 from trackformers.simulation.generator import decode_particle_id, generate
 from trackformers.simulation.geometry import LAYERS, layers_of
 
-HAVE_PYACTS = importlib.util.find_spec("acts") is not None
+try:
+    HAVE_PYACTS = importlib.util.find_spec("acts") is not None
+except (ImportError, ValueError):  # a blocked or half-installed acts counts as missing
+    HAVE_PYACTS = False
 
 
 def _geometry_id(volume, layer, sensitive, boundary=0, approach=0, extra=0):

@@ -1,10 +1,12 @@
 """The ACTS engine: the same API as the built-in engine, with ACTS Fatras doing the propagation.
 
-Needs pyacts (``pip install "trackformers[acts]"``, ``import acts``). The particles are drawn by our own
-generator (same pile-up, multiplicities, spectrum and ids as the built-in engine), written as an ACTS
-particle CSV and read by ``CsvParticleReader``; Fatras propagates them through ACTS's GenericDetector (the
-TrackML geometry) in a constant field along z; the simulated hits come back through ``CsvSimHitWriter``.
-Efficiency, smearing, noise, shuffling and weights are then applied exactly as in the built-in engine.
+Needs pyacts (``pip install "trackformers[acts]"``, ``import acts``; written for and tested with pyacts 48.1).
+The particles are drawn by our own generator (same pile-up, multiplicities, spectrum and ids as the built-in
+engine), written as an ACTS particle CSV and read by ``CsvParticleReader``; Fatras propagates them through
+ACTS's GenericDetector (the detector TrackML was derived from: same volume/layer ids and layer positions) in
+a constant field along z; the simulated hits come back through ``CsvSimHitWriter`` in a temporary folder.
+Efficiency, smearing, shuffling and weights are then applied by the built-in engine's own code; noise goes
+on the GenericDetector's modules (:mod:`trackformers.simulation.acts_noise`).
 
 The ACTS-specific parts that do not need pyacts (geometry-id and barcode mapping, the particle CSV and
 the hits -> crossings conversion) are pure functions, tested without pyacts.
@@ -211,5 +213,6 @@ def simulate_event(*, seed: int | np.random.SeedSequence, pileup: float = 0.0, v
     table = acts_noise.module_table(_geometry(cfg.bfield)[0], layers)
     return acts_noise.add_noise(event, table, layers, cfg.noise, rng)
 
-__all__ = ["MISSING", "barcode_to_trackml", "crossings_from_hits", "particles_csv", "require",
-           "simulate_event", "split_geometry_id", "trackml_to_barcode"]
+
+__all__ = ["BARCODE_COLUMNS", "MISSING", "P_MIN", "barcode_to_trackml", "crossings_from_hits", "particles_csv",
+           "require", "simulate_event", "split_geometry_id", "trackml_to_barcode"]
