@@ -3,7 +3,7 @@
 Needs pyacts (``pip install "trackformers[acts]"``, ``import acts``; written for and tested with pyacts 48.1).
 The particles are drawn by our own generator (same pile-up, multiplicities, spectrum and ids as the built-in
 engine), written as an ACTS particle CSV and read by ``CsvParticleReader``; Fatras propagates them through
-ACTS's GenericDetector (the detector TrackML was derived from: same volume/layer ids and layer positions) in
+ACTS's GenericDetector (TrackML's layout: the same volume/layer ids and layer positions) in
 a constant field along z; the simulated hits come back through ``CsvSimHitWriter`` in a temporary folder.
 Efficiency, smearing, shuffling and weights are then applied by the built-in engine's own code; noise goes
 on the GenericDetector's modules (:mod:`trackformers.simulation.acts_noise`).
