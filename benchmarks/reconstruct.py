@@ -60,7 +60,36 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--param", action="append", default=[], metavar="NAME.KEY=VALUE",
                    help="override a clusterer setting, e.g. gpu.radius=0.3")
     p.add_argument("--json", default=None, help="write the records here")
+    p.add_argument("--huge", type=int, default=0, metavar="N",
+                   help="only time the torch clusterers on N synthetic hits (memory check), then exit")
     return p.parse_args()
+
+
+def huge(n: int, device: torch.device) -> int:
+    """Time the GPU and condensation clusterers on ``n`` synthetic hits: tracks of 10 hits as tight blobs
+    in a 16-D embedding, φ-ordered like real hits; prints time and peak memory."""
+    gen = torch.Generator().manual_seed(0)
+    n_tracks = n // 10
+    centre = torch.randn(n_tracks, 16, generator=gen)
+    track = torch.randint(0, n_tracks, (n,), generator=gen)
+    x = (centre[track] + 0.01 * torch.randn(n, 16, generator=gen)).to(device)
+    phi = ((track.float() / n_tracks) * 6.2832 - 3.1416 + 0.001 * torch.randn(n, generator=gen)).to(device)
+    beta = torch.rand(n, generator=gen).to(device)
+    for name, clusterer in [("gpu", make_clusterer("gpu", radius=0.2, window=1024)),
+                            ("condensation", make_clusterer("condensation", t_beta=0.5, t_d=0.2))]:
+        for _ in range(2):  # the second run is the timed one
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats(device)
+            t0 = time.perf_counter()
+            labels = clusterer(x, beta=beta, phi=phi) if name == "gpu" else clusterer(x, beta=beta)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t0
+        peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+        print(json.dumps({"huge_hits": n, "clusterer": name, "ms": round(1e3 * dt, 2), "peak_mb": round(peak, 1),
+                          "tracks": int(labels.max()) + 1, "true_tracks": int(track.unique().numel())}))
+    return 0
 
 
 def clusterer_settings(args: argparse.Namespace) -> dict[str, dict[str, object]]:
@@ -75,6 +104,8 @@ def clusterer_settings(args: argparse.Namespace) -> dict[str, dict[str, object]]
 
 def main() -> int:
     args = parse_args()
+    if args.huge:
+        return huge(args.huge, torch.device(args.device))
     from trackformers.io import read_events, write_events
     from trackformers.metrics import evaluate_event
     from trackformers.simulation import simulate
