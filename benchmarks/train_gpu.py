@@ -3,9 +3,9 @@
 No jsonargparse needed (the GPU image lacks it): builds the same ``TrackingModule`` / ``TrackDataModule`` as
 the Lightning CLI from command-line flags. Training runs in phases of (μ, seconds), a pile-up curriculum,
 with bf16 mixed precision; a callback records the validation curve (``val/dm_efficiency``,
-``val/fake_rate`` vs step). At the end the clusterer's radius is chosen on validation events (seed never used in training) and the
-model is evaluated on test events of another seed at each requested μ: DM efficiency (pT > 0.9 GeV, |η| < 4),
-perfect efficiency, fake and duplicate rate, TrackML score and latency per event.
+``val/fake_rate`` vs step). At the end the clusterer's radius is chosen on validation events (seed never used in
+training) and the model is evaluated on test events of another seed at each requested μ: DM efficiency
+(pT > 0.9 GeV, |η| < 4), perfect efficiency, fake and duplicate rate, TrackML score and latency per event.
 
     PYTHONPATH=. python benchmarks/train_gpu.py --task embedding --phases 0:60,20:240 --out $OUT/emb
 """
@@ -71,6 +71,11 @@ def build(args: argparse.Namespace) -> TrackingModule:
         for key, value in overrides(args).items():
             setattr(module.task, key, value)
             module.hparams["task"]["init_args"][key] = value
+        if args.decay_steps:  # fine-tuning: linear decay of the learning rate to 10 % over decay_steps
+            module.hparams["scheduler"] = {
+                "class_path": "torch.optim.lr_scheduler.LinearLR",
+                "init_args": {"start_factor": 1.0, "end_factor": 0.1, "total_iters": args.decay_steps},
+            }
         module.train()
         return module
     name, init = TASKS[args.task]
@@ -187,13 +192,9 @@ def evaluate(module: TrackingModule, events: list[Any], clusterer: Any) -> dict[
     return summary
 
 
-def choose_clusterer(
-    module: TrackingModule, events: list[Any]
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def choose_clusterer(module: TrackingModule, events: list[Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The radius maximising DM efficiency − fake rate on validation events."""
-    base = dict(
-        module.task.default_clusterer if module.task.clusterer_spec is None else module.task.clusterer_spec
-    )
+    base = dict(module.task.default_clusterer if module.task.clusterer_spec is None else module.task.clusterer_spec)
     if base["name"] not in SCANS:
         return base, []
     if base["name"] == "dbscan":
@@ -236,6 +237,7 @@ def main() -> None:
     p.add_argument("--eval-pileups", default="0,20")
     p.add_argument("--eval-events", type=int, default=10)
     p.add_argument("--resume", default=None)
+    p.add_argument("--decay-steps", type=int, default=0, help="with --resume: LR decays linearly to 10%%")
     p.add_argument("--anchor-pt", type=float, default=None, help="GeV, contrastive anchors' pT cut")
     p.add_argument("--object-pt", type=float, default=None, help="GeV, condensation objects' pT cut")
     p.add_argument("--save-ckpt", action="store_true")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from trackformers.cli import main
 from trackformers.training.module import TrackingModule
@@ -25,7 +26,7 @@ def overrides(config: Path, root: Path) -> list[str]:
             "--trainer.logger=false", "--trainer.enable_model_summary=false",
             f"--trainer.default_root_dir={root}", "--data.pileup=0",
             '--data.simulation={"gun": 4}', "--data.n_val_events=1", "--data.n_test_events=1",
-            "--data.max_hits_per_batch=400", "--data.num_workers=0"]
+            "--data.max_hits_per_batch=200", "--data.num_workers=0"]
     if any(f"backend: {b}" in text for b in GPU_BACKENDS):
         args.append("--model.backend=dense")
     return args
@@ -40,8 +41,16 @@ def test_every_config_is_covered() -> None:
         assert "/work/" not in c.read_text() and "\n  default_root_dir: /" not in c.read_text()
 
 
+@pytest.fixture
+def one_thread():  # noqa: ANN201 - tiny matrices: threads only add overhead on a shared 2-core runner
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
-def test_fit_then_test(config: Path, tmp_path: Path) -> None:
+def test_fit_then_test(config: Path, tmp_path: Path, one_thread: None) -> None:
     args = overrides(config, tmp_path)
     assert main(["fit", "--config", str(config), *args]) == 0
     ckpts = sorted(tmp_path.rglob("*.ckpt"))
@@ -49,3 +58,9 @@ def test_fit_then_test(config: Path, tmp_path: Path) -> None:
     module = TrackingModule.load_checkpoint(ckpts[-1])  # weights_only=True
     assert module.hparams["encoder"]["class_path"].startswith("trackformers.models.")
     assert main(["test", "--config", str(config), *args, f"--ckpt_path={ckpts[-1]}"]) == 0
+
+
+def test_predict_tiny(tmp_path: Path, one_thread: None) -> None:
+    config = Path(__file__).resolve().parents[2] / "configs" / "tiny_cpu.yaml"
+    args = [*overrides(config, tmp_path), "--data.n_predict_events=1", "--trainer.limit_predict_batches=1"]
+    assert main(["predict", "--config", str(config), *args]) == 0
