@@ -8,6 +8,7 @@ own seeds (``val_seed`` / ``test_seed``), which never overlap the training strea
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,6 +38,18 @@ def pack_by_hits(
         yield pack_events(pending, config, keep_events=keep_events)
 
 
+def skip_consumed(batches: Iterator[PackedBatch], consumed: int) -> Iterator[PackedBatch]:
+    """Drop the batches a resumed run already trained on (``consumed`` of the whole loader, all workers).
+
+    DataLoader workers are read round-robin, so worker ``w`` of ``W`` produced the loader's batches
+    ``w, w + W, ...``: it skips the ``ceil((consumed - w) / W)`` of them that come before ``consumed``.
+    """
+    info = get_worker_info()
+    worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+    own = max(0, -(-(consumed - worker) // workers))
+    return itertools.islice(batches, own, None) if own else batches
+
+
 class SimulatedStream(IterableDataset):
     """Endless packed batches of simulated events; event i of worker w uses seed (seed, w, i)."""
 
@@ -45,6 +58,7 @@ class SimulatedStream(IterableDataset):
     ) -> None:
         super().__init__()
         self.seed, self.simulation, self.max_hits, self.config = seed, simulation, max_hits, config
+        self.consumed = 0  # batches a resumed run has already trained on (set by the data module)
 
     def events(self) -> Iterator[Any]:
         from trackformers.simulation import simulate_event
@@ -58,7 +72,8 @@ class SimulatedStream(IterableDataset):
             i += 1
 
     def __iter__(self) -> Iterator[PackedBatch]:
-        return pack_by_hits(self.events(), max_hits=self.max_hits, config=self.config)
+        batches = pack_by_hits(self.events(), max_hits=self.max_hits, config=self.config)
+        return skip_consumed(batches, self.consumed)
 
 
 class FileStream(IterableDataset):
@@ -77,6 +92,7 @@ class FileStream(IterableDataset):
         super().__init__()
         self.files, self.read_options, self.max_hits, self.config = files, read_options, max_hits, config
         self.repeat, self.keep_events = repeat, keep_events
+        self.consumed = 0  # batches a resumed run has already trained on (set by the data module)
 
     def events(self) -> Iterator[Any]:
         from trackformers.io import read_events
@@ -90,13 +106,21 @@ class FileStream(IterableDataset):
                 return
 
     def __iter__(self) -> Iterator[PackedBatch]:
-        return pack_by_hits(
+        batches = pack_by_hits(
             self.events(), max_hits=self.max_hits, config=self.config, keep_events=self.keep_events
         )
+        return skip_consumed(batches, self.consumed)
 
 
 def _identity(x: Any) -> Any:
     return x
+
+
+def _own_generator() -> torch.Generator:
+    """A DataLoader draws its workers' base seed when an iterator starts; from its own generator, not the
+    global one, so a resumed run's random draws (restored from the checkpoint) match an uninterrupted run's.
+    The streams seed themselves (``SeedSequence``), so the base seed is unused."""
+    return torch.Generator().manual_seed(0)
 
 
 class TrackDataModule(pl.LightningDataModule):
@@ -172,7 +196,7 @@ class TrackDataModule(pl.LightningDataModule):
             self._fixed[stage] = list(
                 pack_by_hits(iter(events), max_hits=self.max_hits, config=self.config, keep_events=True)
             )
-        return DataLoader(self._fixed[stage], batch_size=None, collate_fn=_identity)
+        return DataLoader(self._fixed[stage], batch_size=None, collate_fn=_identity, generator=_own_generator())
 
     def train_dataloader(self) -> DataLoader:
         if self.files["train"]:
@@ -190,6 +214,10 @@ class TrackDataModule(pl.LightningDataModule):
                 max_hits=self.max_hits,
                 config=self.config,
             )
+        # A run resumed from a mid-epoch checkpoint (the stream is endless: every checkpoint is mid-epoch)
+        # continues the stream where the checkpoint left it, so it trains on the same batches as an
+        # uninterrupted run. train_dataloader is called after Lightning restored the loops' progress.
+        data.consumed = self._consumed_batches()
         return DataLoader(
             data,
             batch_size=None,
@@ -197,7 +225,15 @@ class TrackDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            generator=_own_generator(),
         )
+
+    def _consumed_batches(self) -> int:
+        """Training batches already fetched by the restored fit loop (0 on a fresh run or without trainer)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        return int(trainer.fit_loop.epoch_loop.batch_progress.total.ready)
 
     def val_dataloader(self) -> DataLoader:
         return self._fixed_loader("val")

@@ -51,6 +51,9 @@ def instantiate(spec: dict[str, Any], *, kind: str, **extra: Any) -> Any:
         cls = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError):
         raise InputError(f"{kind}: class_path '{path}' does not name a class; check the spelling.") from None
+    # The prefix alone is not enough: 'trackformers.models.encoder.torch' would reach an imported module.
+    if not isinstance(cls, type) or not f"{cls.__module__}.".startswith(ALLOWED[kind]):
+        raise InputError(f"{kind}: class_path '{path}' is not a class defined under {', '.join(ALLOWED[kind])}.")
     args = {k: v for k, v in dict(spec.get("init_args") or {}).items() if k not in extra}
     return cls(**extra, **args)
 
@@ -64,6 +67,27 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     raise InputError(f"hyper-parameter value {value!r} of type {type(value).__name__} is not a plain value.")
+
+
+#: torch's boilerplate around a weights_only refusal (it even suggests weights_only=False): not the reason.
+_BOILERPLATE = ("Weights only load failed", "Check the documentation", "Please file an issue")
+
+
+def _reason(err: BaseException) -> str:
+    """The informative line of a torch.load error (e.g. 'unsupported GLOBAL posix.system'), else its type."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(_BOILERPLATE)]
+    return (useful or [type(err).__name__])[0].removesuffix(".")
+
+
+def _check_backend(path: Path, module: TrackingModule) -> None:
+    """InputError unless the encoder's attention backend is a registered one (or ``auto``)."""
+    from trackformers.attention import api
+
+    name = getattr(module.encoder, "backend", "auto")
+    if name != "auto" and name not in api.backends():
+        raise InputError(f"checkpoint {path}: attention backend {name!r} is unknown; expected auto or one of "
+                         f"{', '.join(api.backends())}.")
 
 
 class TrackingModule(pl.LightningModule):
@@ -242,6 +266,21 @@ class TrackingModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The random generators (random negatives in the losses, dropout) are part of the training state:
+        # a run resumed from this checkpoint draws what an uninterrupted run would have drawn.
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states") or {}
+        if isinstance(states.get("torch"), torch.Tensor):
+            torch.set_rng_state(states["torch"])
+        cuda = states.get("cuda")
+        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
     @classmethod
     def load_checkpoint(
         cls, path: str | Path, *, map_location: Any = "cpu", backend: str | None = None
@@ -256,8 +295,8 @@ class TrackingModule(pl.LightningModule):
             raise InputError(f"checkpoint {path}: no such file; expected a .ckpt written by trackformers.")
         try:
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, OSError) as err:
+            first = _reason(err)
             raise InputError(
                 f"checkpoint {path}: refused to load it with weights_only=True ({first[:200]}); "
                 "expected a trackformers checkpoint of tensors and plain values."
@@ -267,16 +306,40 @@ class TrackingModule(pl.LightningModule):
                 f"checkpoint {path}: no state_dict/hyper_parameters; expected a Lightning checkpoint "
                 "of a TrackingModule."
             )
+        state = ckpt["state_dict"]
+        if not isinstance(ckpt["hyper_parameters"], dict) or not isinstance(state, dict) or not all(
+            isinstance(v, torch.Tensor) for v in state.values()
+        ):
+            raise InputError(
+                f"checkpoint {path}: hyper_parameters / state_dict are not mappings of plain values / tensors; "
+                "expected a checkpoint of a TrackingModule."
+            )
         hp = {k: v for k, v in dict(ckpt["hyper_parameters"]).items() if not str(k).startswith("_")}
         if backend is not None:
             hp["backend"] = backend
+        for kind in ("optimizer", "scheduler"):  # not built for inference, but never trusted either
+            spec = hp.get(kind)
+            if spec is not None and not str((spec or {}).get("class_path", "")).startswith(ALLOWED[kind]):
+                raise InputError(f"checkpoint {path}: {kind} {spec!r} is not allowed; expected a class "
+                                 f"under {', '.join(ALLOWED[kind])}.")
         try:
             module = cls(**hp)
-        except TypeError as err:
+        except InputError as err:  # e.g. a class_path outside the allow list: say which file named it
+            raise InputError(f"checkpoint {path}: {err}") from None
+        except Exception as err:  # noqa: BLE001 - any failure to build from the file's values is the file's
             raise InputError(
-                f"checkpoint {path}: hyper-parameters do not fit TrackingModule ({err})."
+                f"checkpoint {path}: hyper-parameters do not fit TrackingModule ({type(err).__name__}: {err})."
             ) from None
-        missing, unexpected = module.load_state_dict(ckpt["state_dict"], strict=False)
+        _check_backend(path, module)
+        try:
+            missing, unexpected = module.load_state_dict(state, strict=False)
+        except (RuntimeError, TypeError, ValueError) as err:
+            first = str(err).strip().splitlines()[-1].strip()[:200]
+            raise InputError(f"checkpoint {path}: weights do not fit the model ({first}).") from None
+        bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise InputError(f"checkpoint {path}: weights {bad[:3]} hold NaN or infinite values; "
+                             "expected finite weights.")
         if missing or unexpected:
             raise InputError(
                 f"checkpoint {path}: weights do not match the model (missing {missing[:3]}, "
