@@ -257,3 +257,22 @@ def test_acts_engine_is_deterministic_and_selects_volumes():
     pixel = simulate_event(seed=4, pileup=1, engine="acts", volumes=(7, 8, 9))
     assert set(pixel.hits["volume_id"]) <= {7, 8, 9}
     assert len(pixel.hits) == pytest.approx(a.hits["volume_id"].isin([7, 8, 9]).sum(), rel=0.1)
+
+
+@needs_pyacts
+def test_fatras_secondaries_get_particle_rows(tmp_path):
+    # electrons radiate photons that convert: Fatras's charged secondaries must come back with their rows
+    from trackformers.simulation import acts_fatras
+
+    parts = generate(np.random.default_rng(1), gun=100, gun_pt=(5.0, 20.0))
+    parts["particle_type"] = np.where(parts["q"] > 0, -11, 11)
+    parts["mass"] = np.full(len(parts["q"]), 0.000511)
+    hits, sec = acts_fatras.run(acts_engine.particles_csv(parts), seed=3, bfield=2.0, interactions=True,
+                                p_min=0.05, workdir=tmp_path)
+    assert (sec["particle_id_gen"] > 0).all() and len(sec) > 0
+    assert (hits["particle_id_gen"] > 0).any()
+    cross, parts2 = acts_engine.crossings_from_hits(hits, parts, LAYERS, sec)
+    assert len(cross["layer"]) == len(hits)  # every hit found its particle
+    added = decode_particle_id(parts2["particle_id"][len(parts["particle_id"]):])
+    assert (added["generation"] > 0).all() and set(np.abs(parts2["particle_type"][len(parts["q"]):])) <= {11}
+    assert np.isfinite(hits[["tx", "ty", "tz", "tpx", "tpy", "tpz"]].to_numpy()).all()

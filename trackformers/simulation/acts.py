@@ -4,7 +4,7 @@ Needs pyacts (``pip install "trackformers[acts]"``, ``import acts``; written for
 The particles are drawn by our own generator (same pile-up, multiplicities, spectrum and ids as the built-in
 engine), written as an ACTS particle CSV and read by ``CsvParticleReader``; Fatras propagates them through
 ACTS's GenericDetector (TrackML's layout: the same volume/layer ids and layer positions) in
-a constant field along z; the simulated hits come back through ``CsvSimHitWriter`` in a temporary folder.
+a constant field along z; the sim hits come back in memory (:mod:`trackformers.simulation.acts_fatras`).
 Efficiency, smearing, shuffling and weights are then applied by the built-in engine's own code; noise goes
 on the GenericDetector's modules (:mod:`trackformers.simulation.acts_noise`).
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +24,13 @@ import pandas as pd
 
 from trackformers.errors import InputError
 from trackformers.events import Event
-from trackformers.simulation import acts_noise, generator
+from trackformers.simulation import acts_fatras, acts_noise, generator
 from trackformers.simulation.builtin import Config, finish_event, layer_table
 from trackformers.simulation.geometry import Layer, layers_of, select_volumes
 
 #: Fatras simulates particles above this momentum (GeV); below the generator's 0.1 GeV pT threshold.
 P_MIN = 0.05
 MISSING = 'the ACTS engine needs pyacts: pip install "trackformers[acts]"'
-#: Objects that must outlive the cached tracking geometry (the detector owns its surfaces).
-_KEEP_ALIVE: list = []
 
 
 def require() -> Any:
@@ -137,57 +134,6 @@ def crossings_from_hits(hits: pd.DataFrame, parts: dict[str, np.ndarray], layers
     return cross, parts
 
 
-@lru_cache(maxsize=4)
-def _geometry(bfield: float) -> tuple[Any, Any, list]:
-    """(tracking geometry, field, context decorators) of the GenericDetector, built once per process."""
-    acts = require()
-    quiet = acts.logging.WARNING
-    detector = acts.examples.GenericDetector(logLevel=quiet, layerLogLevel=quiet, surfaceLogLevel=quiet,
-                                             volumeLogLevel=quiet)
-    _KEEP_ALIVE.append(detector)  # the detector owns the surfaces the tracking geometry points to
-    field = acts.ConstantBField(acts.Vector3(0.0, 0.0, bfield * acts.UnitConstants.T))
-    return detector.trackingGeometry(), field, list(detector.contextDecorators())
-
-
-def _write_csv(table: pd.DataFrame, path: Path) -> None:
-    """Plain CSV for ACTS's readers: an unquoted header, then pyarrow's rows (10x faster than pandas)."""
-    import pyarrow as pa
-    import pyarrow.csv as pa_csv
-
-    with open(path, "wb") as f:
-        f.write((",".join(table.columns) + "\n").encode())
-        pa_csv.write_csv(pa.Table.from_pandas(table, preserve_index=False), f,
-                         pa_csv.WriteOptions(include_header=False, quoting_style="none"))
-
-
-def _run_fatras(particles: pd.DataFrame, *, seed: int, bfield: float, interactions: bool,
-                workdir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run one event through Fatras; returns (sim hits, simulated particles) as ACTS CSV tables."""
-    acts = require()
-    from acts.examples.simulation import addFatras
-
-    geometry, field, decorators = _geometry(bfield)
-    inp, out = workdir / "in", workdir / "out"
-    inp.mkdir()
-    _write_csv(particles, inp / "event000000000-particles.csv")
-    quiet = acts.logging.WARNING
-    # outputDir: the sequencer's timing files go to the temporary folder, not the working directory.
-    s = acts.examples.Sequencer(events=1, numThreads=1, outputDir=str(workdir), trackFpes=False,
-                                logLevel=quiet)
-    for d in decorators:
-        s.addContextDecorator(d)
-    s.addReader(acts.examples.CsvParticleReader(level=quiet, inputDir=str(inp), inputStem="particles",
-                                                outputParticles="particles_input"))
-    # pMin: Fatras's default (0.5 GeV) would drop every particle below 0.5 GeV, most of a minimum-bias event.
-    addFatras(s, geometry, field, rnd=acts.examples.RandomNumbers(seed=seed), enableInteractions=interactions,
-              pMin=P_MIN * acts.UnitConstants.GeV, inputParticles="particles_input", outputDirCsv=out,
-              logLevel=quiet)
-    s.run()
-    hits = pd.read_csv(out / "event000000000-hits.csv")
-    sim = pd.read_csv(out / "event000000000-particles_simulated.csv")
-    return hits, sim
-
-
 def simulate_event(*, seed: int | np.random.SeedSequence, pileup: float = 0.0, volumes: object = None,
                    event_id: int = 0, **options: object) -> Event:
     """One validated event with ACTS Fatras (options as in :class:`~trackformers.simulation.builtin.Config`;
@@ -202,15 +148,15 @@ def simulate_event(*, seed: int | np.random.SeedSequence, pileup: float = 0.0, v
         hard_multiplicity=cfg.hard_multiplicity, gun=cfg.gun, gun_pt=cfg.gun_pt,
         spectrum=generator.Spectrum(pt_min=cfg.pt_min))
     with tempfile.TemporaryDirectory(prefix="trackformers-acts-") as tmp:
-        hits, sim = _run_fatras(particles_csv(parts), seed=int(rng.integers(1, 2**31)), bfield=cfg.bfield,
-                                interactions=cfg.scattering, workdir=Path(tmp))
+        hits, sim = acts_fatras.run(particles_csv(parts), seed=int(rng.integers(1, 2**31)), bfield=cfg.bfield,
+                                    interactions=cfg.scattering, p_min=P_MIN, workdir=Path(tmp))
     cross, parts = crossings_from_hits(hits, parts, layers, sim)
     # Noise goes on the GenericDetector's modules (acts_noise), not on the built-in idealised layers.
     event = finish_event(cross, parts, layer_table(layers), replace(cfg, noise=0.0), rng, event_id=event_id,
                          source="acts")
     if cfg.noise <= 0:
         return event
-    table = acts_noise.module_table(_geometry(cfg.bfield)[0], layers)
+    table = acts_noise.module_table(acts_fatras.geometry(cfg.bfield)[0], layers)
     return acts_noise.add_noise(event, table, layers, cfg.noise, rng)
 
 
