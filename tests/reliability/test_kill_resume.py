@@ -48,6 +48,10 @@ def run(root: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+def tail(path: Path) -> str:
+    return path.read_text()[-3000:]
+
+
 def final_state(root: Path) -> dict:
     ckpt = torch.load(root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     return ckpt
@@ -55,32 +59,42 @@ def final_state(root: Path) -> dict:
 
 def test_sigkill_then_restart_matches_uninterrupted_run(tmp_path: Path) -> None:
     killed_root = tmp_path / "killed"
-    proc = subprocess.Popen(command(killed_root), cwd=tmp_path, env=environment(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    last = killed_root / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 240
-    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, f"training ended before it could be killed: {proc.stderr.read()[-3000:]}"
-    assert last.exists(), "no checkpoint within the time limit"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    interrupted_at = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
-    assert 0 < interrupted_at < MAX_STEPS, "the kill must land mid-training"
-    for old in (killed_root / "checkpoints").glob("epoch=*.ckpt"):
-        old.unlink()  # a restart from scratch would write these again; a resumed run only later ones
+    # The reference run (never interrupted) goes alongside: the two are independent processes.
+    logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("straight", "killed")}  # noqa: SIM115
+    straight = subprocess.Popen(command(tmp_path / "straight"), cwd=tmp_path, env=environment(),
+                                stdout=subprocess.DEVNULL, stderr=logs["straight"])
+    try:
+        proc = subprocess.Popen(command(killed_root), cwd=tmp_path, env=environment(),
+                                stdout=subprocess.DEVNULL, stderr=logs["killed"])
+        last = killed_root / "checkpoints" / "last.ckpt"
+        deadline = time.monotonic() + 240
+        while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "training ended before it could be killed: " + tail(tmp_path / "killed.log")
+        assert last.exists(), "no checkpoint within the time limit"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        assert proc.returncode == -signal.SIGKILL
+        interrupted_at = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+        assert 0 < interrupted_at < MAX_STEPS, "the kill must land mid-training"
+        for old in (killed_root / "checkpoints").glob("epoch=*.ckpt"):
+            old.unlink()  # a restart from scratch would write these again; a resumed run only later ones
 
-    run(killed_root)  # the same command again: resumes from last.ckpt
-    run(tmp_path / "straight")  # the reference: never interrupted
+        run(killed_root)  # the same command again: resumes from last.ckpt
+        assert straight.wait(timeout=300) == 0, tail(tmp_path / "straight.log")
+    finally:
+        if straight.poll() is None:  # a failed assertion must not leave the reference run behind
+            straight.kill()
+            straight.wait()
+        for log in logs.values():
+            log.close()
 
-    resumed, straight = final_state(killed_root), final_state(tmp_path / "straight")
-    assert resumed["global_step"] == straight["global_step"] == MAX_STEPS
-    assert resumed["state_dict"].keys() == straight["state_dict"].keys()
-    for key, value in straight["state_dict"].items():
+    resumed, reference = final_state(killed_root), final_state(tmp_path / "straight")
+    assert resumed["global_step"] == reference["global_step"] == MAX_STEPS
+    assert resumed["state_dict"].keys() == reference["state_dict"].keys()
+    for key, value in reference["state_dict"].items():
         assert torch.equal(resumed["state_dict"][key], value), key
-    (opt_a,), (opt_b,) = resumed["optimizer_states"], straight["optimizer_states"]
+    (opt_a,), (opt_b,) = resumed["optimizer_states"], reference["optimizer_states"]
     for p, state in opt_b["state"].items():
         for name, value in state.items():
             assert torch.equal(torch.as_tensor(opt_a["state"][p][name]), torch.as_tensor(value)), (p, name)
