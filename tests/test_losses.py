@@ -189,3 +189,21 @@ def test_particle_partners_random_against_loop(seed: int) -> None:
     for i in range(n):
         want = sorted(j for j in range(n) if j != i and labels[j] == labels[i] and labels[i] >= 0)
         assert sorted(j for j in pp[i].tolist() if j >= 0) == want
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_window_neighbours_against_brute_force(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(40):
+        lengths = torch.randint(0, 15, (int(torch.randint(1, 5, (1,), generator=g)),), generator=g)
+        w = int(torch.randint(1, 9, (1,), generator=g))
+        cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
+        cu[1:] = torch.cumsum(lengths, 0)
+        perm = torch.cat([int(cu[i]) + torch.randperm(int(n), generator=g) for i, n in enumerate(lengths)])
+        nb = window_neighbours(sort_index=perm, cu_seqlens=cu, window=w)
+        for a, b in zip(cu[:-1].tolist(), cu[1:].tolist()):
+            length = b - a
+            for pos in range(length):
+                want = {int(perm[a + (pos + d) % length]) for d in range(-w, w + 1) if (pos + d) % length != pos}
+                got = [j for j in nb[int(perm[a + pos])].tolist() if j >= 0]
+                assert len(got) == len(set(got)) and set(got) == want

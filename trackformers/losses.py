@@ -50,11 +50,15 @@ def window_neighbours(*, sort_index: torch.Tensor, cu_seqlens: torch.Tensor, win
     offsets = torch.cat([step, -step])
     rel = offsets[None, :]
     partner_sorted = start[:, None] + torch.remainder(pos[:, None] + rel, length[:, None])
-    # Circular offset d and −d (or two offsets ≡ mod L) hit the same partner in short events: keep the first.
-    dist = torch.remainder(rel, length[:, None])  # (N, 2w) circular offset in [0, L)
-    keep = dist != 0
-    for j in range(1, 2 * window):
-        keep[:, j] &= (dist[:, j:j + 1] != dist[:, :j]).all(1)
+    keep = torch.ones_like(partner_sorted, dtype=torch.bool)
+    # In events of L <= 2w hits, offsets d and d' with d ≡ d' (mod L) reach the same partner (or the hit itself
+    # when d ≡ 0): keep the first column per circular offset. Longer events have 2w distinct partners.
+    short = torch.nonzero(length <= 2 * window, as_tuple=True)[0]
+    if short.numel():
+        dist = torch.remainder(rel, length[short, None])  # (S, 2w) circular offset in [0, L) ⊂ [0, 2w)
+        cols = torch.arange(2 * window, device=device).expand_as(dist)
+        first = torch.full_like(dist, 2 * window).scatter_reduce(1, dist, cols, "amin", include_self=True)
+        keep[short] = (dist != 0) & (first.gather(1, dist) == cols)
     partner = torch.where(keep, sort_index[partner_sorted], torch.full_like(partner_sorted, -1))
     out = torch.empty_like(partner)
     out[sort_index] = partner  # rows back to original order
