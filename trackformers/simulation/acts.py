@@ -28,7 +28,7 @@ from trackformers.simulation import acts_fatras, acts_noise, generator
 from trackformers.simulation.builtin import Config, finish_event, layer_table
 from trackformers.simulation.geometry import Layer, layers_of, select_volumes
 
-#: Fatras simulates particles above this momentum (GeV); below the generator's 0.1 GeV pT threshold.
+#: Fatras simulates particles above this momentum (GeV): below the generator's default 0.1 GeV pT threshold.
 P_MIN = 0.05
 MISSING = 'the ACTS engine needs pyacts: pip install "trackformers[acts]"'
 
@@ -147,9 +147,11 @@ def simulate_event(*, seed: int | np.random.SeedSequence, pileup: float = 0.0, v
         rng, pileup=pileup, multiplicity=cfg.multiplicity, eta_max=cfg.eta_max, hard_scatter=cfg.hard_scatter,
         hard_multiplicity=cfg.hard_multiplicity, gun=cfg.gun, gun_pt=cfg.gun_pt,
         spectrum=generator.Spectrum(pt_min=cfg.pt_min))
+    # below every generated momentum (p >= pT), also when pt_min or the gun's pT go below P_MIN
+    p_min = min(P_MIN, 0.5 * cfg.pt_min, 0.5 * float(cfg.gun_pt[0]))
     with tempfile.TemporaryDirectory(prefix="trackformers-acts-") as tmp:
         hits, sim = acts_fatras.run(particles_csv(parts), seed=int(rng.integers(1, 2**31)), bfield=cfg.bfield,
-                                    interactions=cfg.scattering, p_min=P_MIN, workdir=Path(tmp))
+                                    interactions=cfg.scattering, p_min=p_min, workdir=Path(tmp))
     cross, parts = crossings_from_hits(hits, parts, layers, sim)
     # Noise goes on the GenericDetector's modules (acts_noise), not on the built-in idealised layers.
     event = finish_event(cross, parts, layer_table(layers), replace(cfg, noise=0.0), rng, event_id=event_id,
