@@ -114,8 +114,14 @@ def reconstruct_event(module: Any, event: Event, clusterer: Callable[..., Tensor
     timed = TimedClusterer(clusterer, timer) if clusterer is not None else None
     spent = timer.seconds["clustering"]
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        sub = module.reconstruct(event, clusterer=timed)
+    from trackformers.attention.api import BackendUnavailable
+
+    try:
+        with torch.inference_mode():
+            sub = module.reconstruct(event, clusterer=timed)
+    except BackendUnavailable as err:  # e.g. a dense-trained checkpoint on a 500k-hit event
+        raise InputError(f"{event.source}: event {event.event_id} ({len(event.hits)} hits): {err}; expected "
+                         "a backend that scales to it, e.g. --backend auto (FlexAttention on CPU).") from None
     total = time.perf_counter() - t0
     spent = timer.seconds["clustering"] - spent
     # A module may report its feature time (``last_timings``); the rest besides clustering is the model's.
