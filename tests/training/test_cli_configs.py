@@ -64,3 +64,19 @@ def test_predict_tiny(tmp_path: Path, one_thread: None) -> None:
     config = Path(__file__).resolve().parents[2] / "configs" / "tiny_cpu.yaml"
     args = [*overrides(config, tmp_path), "--data.n_predict_events=1", "--trainer.limit_predict_batches=1"]
     assert main(["predict", "--config", str(config), *args]) == 0
+
+
+def test_disallowed_class_path_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = Path(__file__).resolve().parents[2] / "configs" / "tiny_cpu.yaml"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(config.read_text().replace("trackformers.models.encoder.Encoder", "os.system"))
+    assert main(["fit", "--config", str(bad), *overrides(config, tmp_path)]) == 2
+    assert "os.system" in capsys.readouterr().err
+
+
+def test_nested_override_reaches_init_args(tmp_path: Path, one_thread: None) -> None:
+    config = Path(__file__).resolve().parents[2] / "configs" / "tiny_cpu.yaml"
+    args = [*overrides(config, tmp_path), "--model.encoder.init_args.window=3"]
+    assert main(["fit", "--config", str(config), *args]) == 0
+    module = TrackingModule.load_checkpoint(sorted(tmp_path.rglob("*.ckpt"))[-1])
+    assert module.encoder.window == 3 and module.hparams["encoder"]["init_args"]["window"] == 3

@@ -58,6 +58,18 @@ def instantiate(spec: dict[str, Any], *, kind: str, **extra: Any) -> Any:
     return cls(**extra, **args)
 
 
+def normalize_spec(spec: Any) -> Any:
+    """``{class_path, init_args}`` with any other top-level key moved into ``init_args``.
+
+    jsonargparse applies a command-line override like ``--model.encoder.init_args.window=8`` to a dict-typed
+    argument as a top-level key (``encoder.window``); merging makes such overrides take effect.
+    """
+    if not isinstance(spec, dict) or "class_path" not in spec:
+        return spec
+    extra = {k: v for k, v in spec.items() if k not in ("class_path", "init_args")}
+    return {"class_path": spec["class_path"], "init_args": {**dict(spec.get("init_args") or {}), **extra}}
+
+
 def _plain(value: Any) -> Any:
     """Hyper-parameters as builtin types only (dict/list/str/float/int/bool/None), for weights_only loads."""
     if isinstance(value, dict):
@@ -118,6 +130,7 @@ class TrackingModule(pl.LightningModule):
         val_clusterer: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        encoder, task, optimizer, scheduler = (normalize_spec(x) for x in (encoder, task, optimizer, scheduler))
         hp = _plain(
             {
                 "encoder": encoder,
