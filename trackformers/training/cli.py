@@ -6,6 +6,7 @@ normalisation constants are given once (``model.features``) and linked to the da
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +25,13 @@ class TrackingCLI(LightningCLI):
 
 def run_cli(args: Sequence[str]) -> TrackingCLI:
     """Run the CLI on ``args`` (e.g. ``["fit", "--config", "configs/tiny_cpu.yaml"]``)."""
+    with warnings.catch_warnings():
+        # The console script hands its own argv over as ``args``; Lightning would warn that both are given.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return _cli(args)
+
+
+def _cli(args: Sequence[str]) -> TrackingCLI:
     return TrackingCLI(TrackingModule, TrackDataModule, args=list(args), subclass_mode_model=False,
                        subclass_mode_data=False, save_config_kwargs={"overwrite": True},
                        auto_configure_optimizers=False)
