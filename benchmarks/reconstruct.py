@@ -106,7 +106,8 @@ def main() -> int:
     args = parse_args()
     if args.huge:
         return huge(args.huge, torch.device(args.device))
-    from trackformers.io import read_events, write_events
+    # The TrackML module directly: the ROOT one needs awkward/uproot, absent on some GPU images.
+    from trackformers.io import trackml
     from trackformers.metrics import evaluate_event
     from trackformers.simulation import simulate
     from trackformers.training.module import TrackingModule
@@ -118,7 +119,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="reco-bench-"))
     t0 = time.perf_counter()
     events = list(simulate(args.events, seed=args.seed, pileup=args.pileup, volumes=(7, 8, 9)))
-    write_events(events, tmp / "events", format="csv")
+    trackml.write(events, tmp / "events")
     print(f"simulated {len(events)} events, {statistics.mean(len(e) for e in events):.0f} hits on average "
           f"({time.perf_counter() - t0:.1f} s); checkpoint {ckpt.name}; device {device}", flush=True)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.bf16 else \
@@ -134,7 +135,7 @@ def main() -> int:
             for event in events:
                 timer = StageTimer(device)
                 with timer("read"):
-                    read = next(iter(read_events([tmp / "events" / event.name], volumes=(7, 8, 9))))
+                    read = trackml.read_event(tmp / "events" / event.name, volumes=(7, 8, 9))
                 if cuda:
                     torch.cuda.reset_peak_memory_stats(device)
                 try:
