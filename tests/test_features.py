@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from trackformers.events import Event
-from trackformers.features import FeatureConfig, hit_features, hit_targets, pack_events
+from trackformers.features import FeatureConfig, hit_features, hit_targets, pack_events, phi_sort
 
 
 def toy_event(n_particles: int, n_noise: int, seed: int, event_id: int = 0, cells: bool = False) -> Event:
@@ -101,6 +101,8 @@ def test_sort_unsort_round_trip_and_phi_order() -> None:
         assert set(batch.sort_index[a:b].tolist()) == set(range(a, b))  # events stay in place
     x = torch.randn(batch.num_hits, 3)
     assert torch.equal(x[batch.sort_index][batch.unsort_index], x)
+    perm, inverse = phi_sort(batch.phi, batch.cu_seqlens)  # the attention package's torch version
+    assert torch.equal(perm, batch.sort_index) and torch.equal(inverse, batch.unsort_index)
     assert torch.equal(batch.hit_ids[:24], torch.as_tensor(events[0].hits["hit_id"].to_numpy()))
     assert batch.event_ids.tolist() == [4, 5, 6]
     assert batch.particle_id is not None and batch.particle_id.dtype == torch.int64
