@@ -1,8 +1,8 @@
 """Huge events on CPU, at small scale: which attention path scales, and a clear error when the chosen one does not.
 
 The 500k-hit measurement itself is ``benchmarks/huge_event.py`` (minutes, GBs: not a test). Here: an event just
-above the dense backend's mask limit (16 384 hits) shows that ``auto`` selects the block-sparse FlexAttention for
-CPU inference (dense and the CUDA-only local kernel refuse), and that a checkpoint pinned to ``dense`` ends in
+above the dense backend's mask limit (16 384 hits) shows that ``auto`` selects the ``local`` backend for CPU
+inference and training (without Triton it runs the banded torch path, O(N·w)), and that a checkpoint pinned to ``dense`` ends in
 one ``InputError`` line pointing to ``--backend auto`` instead of a traceback or an L×L allocation.
 """
 
@@ -33,14 +33,14 @@ def auto_choice(n: int, *, needs_grad: bool) -> str:
 
 def test_auto_on_cpu_inference_is_block_sparse_above_the_dense_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     # As in a user's shell: no Triton interpreter (tests/conftest.py turns it on for the kernel tests), so the
-    # CUDA-only local kernel refuses CPU tensors.
+    # local backend runs its banded torch path on CPU tensors.
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    assert auto_choice(1000, needs_grad=False) == "flex"
-    assert auto_choice(1000, needs_grad=True) == "dense"  # training on CPU: flex has no CPU backward
+    assert auto_choice(1000, needs_grad=False) == "local"
+    assert auto_choice(1000, needs_grad=True) == "local"
     assert api.can_run("dense", torch.zeros(N_HITS, 2, 16), api.AttentionLayout.from_lengths([N_HITS]),
                        needs_grad=False) is not None
-    assert auto_choice(N_HITS, needs_grad=False) == "flex"
-    assert auto_choice(524_073, needs_grad=False) == "flex"
+    assert auto_choice(N_HITS, needs_grad=False) == "local"
+    assert auto_choice(524_073, needs_grad=False) == "local"
 
 
 @pytest.fixture(scope="module")
