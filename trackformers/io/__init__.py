@@ -30,9 +30,14 @@ def formats() -> dict[str, ModuleType]:
         try:
             found[name] = importlib.import_module(f"trackformers.io.{name}")
         except ModuleNotFoundError as err:
-            if not (err.name or "").startswith("trackformers.io"):
-                raise
+            # A format whose library is missing (e.g. uproot/awkward on a bare GPU node) is left out, so the
+            # other formats still work; detect() names what is missing.
+            UNAVAILABLE[name] = err.name or "?"
     return found
+
+
+#: Format name -> the missing module that keeps it from loading.
+UNAVAILABLE: dict[str, str] = {}
 
 
 def detect(path: PathLike) -> str:
@@ -40,8 +45,9 @@ def detect(path: PathLike) -> str:
     for name, module in formats().items():
         if module.detect(Path(path)):
             return name
+    missing = "".join(f"; {n} needs the missing module {m}" for n, m in UNAVAILABLE.items())
     raise InputError(f"{path}: not a TrackML CSV, ROOT or Parquet event file or folder "
-                     f"(known formats: {', '.join(formats())}).")
+                     f"(known formats: {', '.join(formats())}{missing}).")
 
 
 def expand(inputs: PathLike | Sequence[PathLike]) -> list[Path]:
