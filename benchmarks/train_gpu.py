@@ -55,9 +55,45 @@ class Curve(pl.Callback):
         print("curve", json.dumps(row), flush=True)
 
 
+class DataWait(pl.Callback):
+    """Seconds the training loop waited for the next batch (gap between one step's end and the next start).
+
+    A large share means the run is bound by the data workers (simulation + packing on the host CPU).
+    """
+
+    def __init__(self) -> None:
+        self.wait = self.busy = 0.0
+        self.steps = 0
+        self._end: float | None = None
+        self._start = 0.0
+
+    def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._end is not None:
+            self.wait += now - self._end
+        self._start = now
+
+    def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._end = time.perf_counter()
+        self.busy += self._end - self._start
+        self.steps += 1
+
+    def on_validation_start(self, trainer: Any, module: Any) -> None:
+        self._end = None  # validation time is neither data wait nor a training step
+
+    def summary(self) -> dict[str, float]:
+        total = self.wait + self.busy
+        return {"steps": self.steps, "data_wait_s": round(self.wait, 1), "step_s": round(self.busy, 1),
+                "data_wait_share": round(self.wait / total, 3) if total else float("nan")}
+
+
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Task hyper-parameters set from the command line (also applied to a resumed model)."""
     out: dict[str, Any] = {}
+    if args.temperature is not None:
+        out["temperature"] = args.temperature
+    if args.neg_window is not None:
+        out["window"] = args.neg_window
     if args.anchor_pt is not None:
         out["pt_min"] = args.anchor_pt
     if args.object_pt is not None:
@@ -71,6 +107,9 @@ def build(args: argparse.Namespace) -> TrackingModule:
         for key, value in overrides(args).items():
             setattr(module.task, key, value)
             module.hparams["task"]["init_args"][key] = value
+        if args.encoder_window is not None:  # the attention half-width is a layout choice, not a weight
+            module.encoder.window = args.encoder_window
+            module.hparams["encoder"]["init_args"]["window"] = args.encoder_window
         if args.decay_steps:  # fine-tuning: linear decay of the learning rate to 10 % over decay_steps
             module.hparams["scheduler"] = {
                 "class_path": "torch.optim.lr_scheduler.LinearLR",
@@ -128,13 +167,17 @@ def preflight(module: TrackingModule, args: argparse.Namespace) -> str:
     raise SystemExit("no attention backend works")
 
 
-def train(module: TrackingModule, args: argparse.Namespace, curve: Curve) -> int:
+def train(module: TrackingModule, args: argparse.Namespace, curve: Curve, wait: DataWait) -> int:
     steps = 0
     for phase in args.phases.split(","):
-        mu, seconds = (float(x) for x in phase.split(":"))
+        # "20:300" trains 300 s at μ = 20; "0+20:300" alternates μ = 0 and μ = 20 events in the stream.
+        mix, seconds_text = phase.split(":")
+        mus = [float(x) for x in mix.split("+")]
+        seconds = float(seconds_text)
+        mu = mus[-1]
         data = TrackDataModule(
             volumes=[7, 8, 9],
-            pileup=mu,
+            pileup=mus if len(mus) > 1 else mu,
             train_seed=args.train_seed + int(mu * 1000),
             val_seed=args.val_seed,
             n_val_events=args.val_events,
@@ -154,14 +197,15 @@ def train(module: TrackingModule, args: argparse.Namespace, curve: Curve) -> int
             enable_checkpointing=False,
             enable_progress_bar=False,
             num_sanity_val_steps=0,
-            callbacks=[curve],
+            callbacks=[curve, wait],
             gradient_clip_val=1.0,
         )
         curve.step_offset = steps
         t0 = time.time()
         trainer.fit(module, datamodule=data)
         steps += trainer.global_step
-        print(f"phase mu={mu:g}: {trainer.global_step} steps in {time.time() - t0:.0f} s", flush=True)
+        print(f"phase mu={mix}: {trainer.global_step} steps in {time.time() - t0:.0f} s; "
+              f"{json.dumps(wait.summary())}", flush=True)
     return steps
 
 
@@ -218,7 +262,7 @@ def choose_clusterer(module: TrackingModule, events: list[Any]) -> tuple[dict[st
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", choices=sorted(TASKS), default="embedding")
-    p.add_argument("--phases", default="0:60,20:180", help="comma list of mu:seconds")
+    p.add_argument("--phases", default="0:60,20:180", help="comma list of mu:seconds (mu may be a mix: 0+20)")
     p.add_argument("--max-steps", type=int, default=-1)
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
@@ -238,6 +282,10 @@ def main() -> None:
     p.add_argument("--eval-events", type=int, default=10)
     p.add_argument("--resume", default=None)
     p.add_argument("--decay-steps", type=int, default=0, help="with --resume: LR decays linearly to 10%%")
+    p.add_argument("--temperature", type=float, default=None, help="contrastive temperature (also on resume)")
+    p.add_argument("--neg-window", type=int, default=None, help="contrastive φ-neighbour negatives per side")
+    p.add_argument("--encoder-window", type=int, default=None, help="with --resume: new attention half-width")
+    p.add_argument("--eval-windows", default="", help="comma list of extra attention half-widths to evaluate")
     p.add_argument("--anchor-pt", type=float, default=None, help="GeV, contrastive anchors' pT cut")
     p.add_argument("--object-pt", type=float, default=None, help="GeV, condensation objects' pT cut")
     p.add_argument("--save-ckpt", action="store_true")
@@ -250,9 +298,9 @@ def main() -> None:
 
     module = build(args)
     backend = preflight(module, args)
-    curve = Curve()
+    curve, wait = Curve(), DataWait()
     t0 = time.time()
-    steps = train(module, args, curve)
+    steps = train(module, args, curve, wait)
     train_s = time.time() - t0
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module = module.to(device).eval()
@@ -266,6 +314,7 @@ def main() -> None:
         "train_seconds": round(train_s, 1),
         "params": n_params,
         "curve": curve.rows,
+        "data_wait": wait.summary(),
         "results": {},
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,
@@ -306,6 +355,17 @@ def main() -> None:
             f"latency {r['latency_median_s'] * 1e3:.1f} ms ({r['hits_per_event']:.0f} hits)",
             flush=True,
         )
+    trained_window = module.encoder.window
+    for w in (int(x) for x in args.eval_windows.split(",") if x):
+        module.encoder.window = w  # inference with a wider φ reach; the checkpoint keeps the trained window
+        for mu in (float(x) for x in args.eval_pileups.split(",")):
+            n = args.eval_events if mu <= 20 else max(2, args.eval_events // 3)
+            r = evaluate(module, simulate(n, seed=args.test_seed, pileup=mu), best)
+            info["results"][f"mu{mu:g}_window{w}"] = r
+            print(f"eval window={w} mu={mu:g}: dm_eff {r['dm_efficiency']:.4f} fake {r['fake_rate']:.4f} "
+                  f"latency {r['latency_median_s'] * 1e3:.1f} ms", flush=True)
+        module.encoder.window = trained_window
+        save()
     print("done", json.dumps({"steps": steps, "params": n_params, "clusterer": best}), flush=True)
 
 

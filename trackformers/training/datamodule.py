@@ -66,9 +66,13 @@ class SimulatedStream(IterableDataset):
         info = get_worker_info()
         worker = 0 if info is None else info.id
         i = 0
+        mix = self.simulation.get("pileup")
         while True:
             seq = np.random.SeedSequence(self.seed, spawn_key=(worker, i))
-            yield simulate_event(seed=seq, event_id=i, **self.simulation)
+            sim = self.simulation
+            if isinstance(mix, list | tuple):  # a pile-up mix: event i takes μ = mix[i mod len(mix)]
+                sim = {**sim, "pileup": float(mix[i % len(mix)])}
+            yield simulate_event(seed=seq, event_id=i, **sim)
             i += 1
 
     def __iter__(self) -> Iterator[PackedBatch]:
@@ -123,14 +127,20 @@ def _own_generator() -> torch.Generator:
     return torch.Generator().manual_seed(0)
 
 
+def fixed_pileup(pileup: float | list[float] | tuple[float, ...]) -> float:
+    """μ of the fixed (val/test/predict) simulated events: the value itself, or a mix's last entry."""
+    return float(pileup[-1]) if isinstance(pileup, list | tuple) else float(pileup)
+
+
 class TrackDataModule(pl.LightningDataModule):
     """Args:
     train_files / val_files / test_files / predict_files: paths, folders or globs (any reader format);
         a stage without files uses the simulator.
     file_format: force a reader format (None = detect). volumes: TrackML volume ids to keep (e.g.
         [7, 8, 9] = the pixel detector; None = all).
-    pileup: μ of simulated events. engine: simulation engine. simulation: extra simulator options
-        (e.g. ``{"gun": 20}`` for a particle gun, ``{"noise": 0.1}``).
+    pileup: μ of simulated events; a list mixes them in the training stream (event i of a worker takes
+        ``pileup[i mod len]``; fixed stages use the last entry). engine: simulation engine.
+        simulation: extra simulator options (e.g. ``{"gun": 20}`` for a particle gun, ``{"noise": 0.1}``).
     train_seed / val_seed / test_seed: seeds of the three simulated streams (distinct seed trees).
     n_val_events / n_test_events / n_predict_events: simulated events per fixed stage.
     max_hits_per_batch: batches hold at most this many hits (one larger event forms a batch alone).
@@ -146,7 +156,7 @@ class TrackDataModule(pl.LightningDataModule):
         predict_files: list[str] | None = None,
         file_format: str | None = None,
         volumes: list[int] | None = None,
-        pileup: float = 0.0,
+        pileup: float | list[float] = 0.0,
         engine: str = "builtin",
         simulation: dict[str, Any] | None = None,
         train_seed: int = 1,
@@ -186,7 +196,7 @@ class TrackDataModule(pl.LightningDataModule):
                 self.n_events[stage],
                 seed=self.seeds[stage],
                 first_event_id=self.seeds[stage],
-                **self.simulation,
+                **{**self.simulation, "pileup": fixed_pileup(self.simulation["pileup"])},
             )
         )
 
