@@ -11,7 +11,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared builders 
 from make_io_events import assert_events_equal, random_event  # noqa: E402
 
 from trackformers.cli import main
-from trackformers.commands.convert import convert, parse_events, parse_volumes
+from trackformers.commands._options import parse_volumes
+from trackformers.commands.convert import convert, parse_events
 from trackformers.errors import InputError
 from trackformers.io import formats, read_events, root
 

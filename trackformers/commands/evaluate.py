@@ -123,7 +123,7 @@ def evaluate(events_path: str, submissions_path: str, *, pt_min: float = 0.9, et
 
 
 def run(args: argparse.Namespace) -> int:
-    from trackformers.commands.convert import parse_volumes
+    from trackformers.commands._options import parse_volumes
     from trackformers.io.atomic import atomic_path
     from trackformers.metrics import format_table, to_json
 

@@ -6,20 +6,12 @@ import argparse
 import sys
 from typing import Any
 
+from trackformers.commands._options import parse_volumes
 from trackformers.errors import InputError
 
 NAME = "reconstruct"
 HELP = "reconstruct tracks over event files with a trained checkpoint; write TrackML submissions"
 
-
-def parse_volumes(text: str | None) -> list[int] | None:
-    """``"7,8,9"`` → ``[7, 8, 9]``; None stays None."""
-    if text is None:
-        return None
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"--volumes {text}: expected comma-separated volume ids such as 7,8,9.") from None
 
 
 def parse_params(items: list[str] | None) -> dict[str, Any]:

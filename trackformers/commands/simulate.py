@@ -15,17 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from trackformers.commands._options import parse_volumes
 from trackformers.errors import InputError
 from trackformers.events import Event
 
 NAME = "simulate"
 HELP = "Simulate TrackML-geometry events (built-in engine or ACTS Fatras) and write them to disk."
 FORMATS = ("csv", "csv.gz", "root", "parquet")
-#: Volume groups accepted by --volumes besides plain ids.
-VOLUME_GROUPS: dict[str, tuple[int, ...]] = {
-    "pixel": (7, 8, 9), "short-strip": (12, 13, 14), "long-strip": (16, 17, 18),
-    "strip": (12, 13, 14, 16, 17, 18),
-}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,24 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-scattering", action="store_true", help="switch multiple scattering off")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
-
-def parse_volumes(text: str | None) -> list[int] | None:
-    """``"pixel"``, ``"7,8,9"`` or a mix -> volume ids (checked by the simulator); None keeps all."""
-    if text is None:
-        return None
-    out: set[int] = set()
-    for item in filter(None, (t.strip() for t in text.split(","))):
-        if item in VOLUME_GROUPS:
-            out.update(VOLUME_GROUPS[item])
-            continue
-        try:
-            out.add(int(item))
-        except ValueError:
-            raise InputError(f"--volumes item {item!r} is neither a volume id nor one of "
-                             f"{', '.join(VOLUME_GROUPS)}.") from None
-    if not out:
-        raise InputError(f"--volumes {text!r} selects no volume; expected ids or {', '.join(VOLUME_GROUPS)}.")
-    return sorted(out)
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:

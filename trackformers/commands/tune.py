@@ -44,7 +44,8 @@ def parse_scan(text: str) -> tuple[str, list[object]]:
 
 def run(args: argparse.Namespace) -> int:
     from trackformers.clustering.tuning import format_scan, scan
-    from trackformers.commands.reconstruct import parse_params, parse_volumes
+    from trackformers.commands._options import parse_volumes
+    from trackformers.commands.reconstruct import parse_params
     from trackformers.inference import default_checkpoint, load_module, resolve_device
 
     key, values = parse_scan(args.scan)
