@@ -17,17 +17,8 @@ import platform
 import statistics
 import time
 from collections import Counter, defaultdict
-from pathlib import Path
 
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from machine import cpu_name  # benchmarks/machine.py (scripts run from this folder's path)
 
 
 def reference_score(pid_h, track_h, w_h) -> float:  # noqa: ANN001 - plain lists
@@ -107,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     import numpy
     import pandas
 
-    print(f"# {datetime.date.today()}  {_cpu()}  Python {platform.python_version()}  "
+    print(f"# {datetime.date.today()}  {cpu_name()}  Python {platform.python_version()}  "
           f"numpy {numpy.__version__}  pandas {pandas.__version__}")
     print(f"# event: simulate_event(seed=0, pileup={args.pileup:g}): {len(event.hits)} hits, "
           f"{truth['particle_id'].nunique() - 1} particles; median of {args.repeats}")

@@ -18,15 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from machine import cpu_name  # benchmarks/machine.py (scripts run from this folder's path)
 
 
 def _size(paths: list[Path]) -> float:
@@ -77,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
             assert len(loaded.hits) == len(event.hits)
             rows.append((name, len(loaded.hits), _size(paths), statistics.median(times), min(times)))
 
-    print(f"date {datetime.date.today()}, CPU {_cpu()} ({os.cpu_count()} cores), Python "
+    print(f"date {datetime.date.today()}, CPU {cpu_name()} ({os.cpu_count()} cores), Python "
           f"{platform.python_version()}, pandas {pandas.__version__}, pyarrow {pyarrow.__version__}, uproot "
           f"{uproot.__version__}, awkward {awkward.__version__}; median of {args.repeats}")
     print("| format | hits | size on disk (MiB) | median load (s) | min (s) |")

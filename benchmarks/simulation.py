@@ -22,17 +22,10 @@ import statistics
 import time
 from pathlib import Path
 
+from machine import cpu_name  # benchmarks/machine.py (scripts run from this folder's path)
+
 VOLUME_SETS = {"full": None, "pixel": (7, 8, 9)}
 
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _pyacts_version() -> str | None:
@@ -150,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
                 if volumes == "full" and mu == max(pileups):
                     layers[engine] = per_layer(events)
 
-    print(f"# simulation benchmark, {datetime.date.today()}, {_cpu()}, Python {platform.python_version()}, "
+    print(f"# simulation benchmark, {datetime.date.today()}, {cpu_name()}, Python {platform.python_version()}, "
           f"numpy {numpy.__version__}, pyacts {_pyacts_version()}; median of {args.repeats} batches, one process")
     print("| engine | volumes | μ | events/batch | events/s (wall) | events/s (CPU) | hits/event | "
           "hits/particle | pixel share |")
@@ -163,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         _compare(layers["builtin"], layers["acts"], max(pileups))
     if args.json:
         per_layer_json = {e: {f"{k[0]}/{k[1]}": list(v) for k, v in lay.items()} for e, lay in layers.items()}
-        Path(args.json).write_text(json.dumps({"rows": rows, "layers": per_layer_json, "cpu": _cpu(),
+        Path(args.json).write_text(json.dumps({"rows": rows, "layers": per_layer_json, "cpu": cpu_name(),
                                                "numpy": numpy.__version__, "pyacts": _pyacts_version(),
                                                "date": str(datetime.date.today())}, indent=1))
 
