@@ -57,15 +57,15 @@ def test_pileup_mix_alternates_per_event_and_fixed_stages_use_the_last() -> None
     from trackformers.simulation import simulate_event
     from trackformers.training.datamodule import SimulatedStream
 
-    dm = TrackDataModule(volumes=[7, 8, 9], pileup=[0.0, 3.0], train_seed=9, n_val_events=1)
+    dm = TrackDataModule(volumes=[7, 8, 9], pileup=[0.0, 1.0], train_seed=9, n_val_events=1)
     stream = SimulatedStream(seed=9, simulation=dm.simulation, max_hits=10**6, config=dm.config)
     events = stream.events()
-    for i in range(4):
+    for i in range(3):
         got = next(events)
         want = simulate_event(seed=np.random.SeedSequence(9, spawn_key=(0, i)), event_id=i, volumes=[7, 8, 9],
-                              pileup=(0.0, 3.0)[i % 2])
+                              pileup=(0.0, 1.0)[i % 2])
         assert len(got.hits) == len(want.hits)
         assert np.array_equal(got.hits["x"].to_numpy(), want.hits["x"].to_numpy())
     (val,) = dm.fixed_events("val")
-    (want,) = simulate(1, seed=dm.seeds["val"], first_event_id=dm.seeds["val"], volumes=[7, 8, 9], pileup=3.0)
+    (want,) = simulate(1, seed=dm.seeds["val"], first_event_id=dm.seeds["val"], volumes=[7, 8, 9], pileup=1.0)
     assert np.array_equal(val.hits["x"].to_numpy(), want.hits["x"].to_numpy())
