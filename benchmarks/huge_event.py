@@ -113,6 +113,7 @@ def main() -> int:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
         if args.threads:
             env["OMP_NUM_THREADS"] = str(args.threads)
+        load = os.getloadavg()[0]
         runs = [run_child(cmd, env) for _ in range(max(1, args.repeats))]
         failed = [r for r in runs if r[0] != 0]
         status, _, _, text = failed[0] if failed else runs[len(runs) // 2]
@@ -129,7 +130,8 @@ def main() -> int:
             largest = int(sizes.max())
 
     print(f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
-          f"{os.cpu_count()} CPUs, torch {torch.__version__}, python {platform.python_version()}")
+          f"{os.cpu_count()} CPUs, load average {load:.1f} at the start, torch {torch.__version__}, "
+          f"python {platform.python_version()}")
     print(f"# event: seed {args.seed}, μ = {args.pileup:g}, volumes {args.volumes or 'all'}: {n_hits} hits "
           f"(simulated in {sim_s:.1f} s)")
     print(f"# command: {' '.join(Path(c).name if i < 3 else c for i, c in enumerate(cmd))}")

@@ -2,8 +2,9 @@
 
 The 500k-hit measurement itself is ``benchmarks/huge_event.py`` (minutes, GBs: not a test). Here: an event just
 above the dense backend's mask limit (16 384 hits) shows that ``auto`` selects the ``local`` backend for CPU
-inference and training (without Triton it runs the banded torch path, O(N·w)), and that a checkpoint pinned to ``dense`` ends in
-one ``InputError`` line pointing to ``--backend auto`` instead of a traceback or an L×L allocation.
+inference and training (without Triton it runs the banded torch path, O(N·w)), and that a checkpoint pinned
+to ``dense`` ends in one ``InputError`` line pointing to ``--backend auto`` instead of a traceback or an L×L
+allocation.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def auto_choice(n: int, *, needs_grad: bool) -> str:
                 if name in api.backends() and api.can_run(name, q, layout, needs_grad=needs_grad) is None)
 
 
-def test_auto_on_cpu_inference_is_block_sparse_above_the_dense_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_on_cpu_is_banded_above_the_dense_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     # As in a user's shell: no Triton interpreter (tests/conftest.py turns it on for the kernel tests), so the
     # local backend runs its banded torch path on CPU tensors.
     monkeypatch.setenv("TRITON_INTERPRET", "0")
