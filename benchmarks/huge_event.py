@@ -6,13 +6,13 @@ as Parquet; a small windowed model is exported (or ``--checkpoint`` is used); th
 ``wait4`` (``ru_maxrss``: the child alone, not this script). Nothing here is a test: a 500k-hit event needs
 minutes and GBs, CI has 2 cores.
 
-Why it fits in memory: attention is windowed (``window`` φ-sorted neighbours) and, on CPU for inference,
-``--backend auto`` picks FlexAttention (block-sparse, compiled), O(N·window); ``dense`` would build an L×L mask
-(refused above 16k hits) and ``local`` needs CUDA. The ``gpu`` clusterer links φ-window neighbours in row
-blocks, O(N·window) too.
+Why it fits in memory: attention is windowed (``window`` φ-sorted neighbours). On a CPU, ``--backend auto``
+picks ``local``, which without Triton runs a banded plain-torch path, O(N·window); ``--backend flex`` (compiled
+FlexAttention, block-sparse) is O(N·window) too; ``dense`` would build an L×L mask (refused above 16 384 hits).
+The ``gpu`` clusterer links φ-window neighbours in row blocks: at most N·window candidate edges.
 
-    python benchmarks/huge_event.py                         # μ = 1000, all volumes, backend auto, gpu clusterer
-    python benchmarks/huge_event.py --clusterer dbscan      # scikit-learn DBSCAN instead
+    python benchmarks/huge_event.py --repeats 2             # μ = 1000, all volumes, backend auto, gpu clusterer
+    python benchmarks/huge_event.py --backend flex          # FlexAttention instead
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ def reconstruct_event(module: Any, event: Event, clusterer: Callable[..., Tensor
             sub = module.reconstruct(event, clusterer=timed)
     except BackendUnavailable as err:  # e.g. a dense-trained checkpoint on a 500k-hit event
         raise InputError(f"{event.source}: event {event.event_id} ({len(event.hits)} hits): {err}; expected "
-                         "a backend that scales to it, e.g. --backend auto (FlexAttention on CPU).") from None
+                         "a backend that scales to it, e.g. --backend auto (windowed: local or flex).") from None
     total = time.perf_counter() - t0
     spent = timer.seconds["clustering"] - spent
     # A module may report its feature time (``last_timings``); the rest besides clustering is the model's.
