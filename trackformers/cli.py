@@ -38,7 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = _commands()
     if argv and argv[0] in commands and getattr(commands[argv[0]], "PASSTHROUGH", False):
         return _guarded(lambda: commands[argv[0]].run_passthrough(argv[0], argv[1:]))
-    parser = argparse.ArgumentParser(prog="trackformers", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="trackformers",
+        description="Track reconstruction with Transformers: simulate, convert, train, reconstruct, evaluate.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module in commands.items():
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
