@@ -5,6 +5,7 @@
 * :func:`plot_rates` — fake and duplicate rate vs η;
 * :func:`plot_score` — TrackML score per event;
 * :func:`plot_event` — x–y and r–z views, reconstruction beside truth, zoom; :func:`worst_particles`;
+* :func:`plot_training_curve` — validation metrics vs training step;
 * :func:`plot_benchmark` — attention time vs N per backend from ``benchmarks/attention.py --json``;
 * :func:`write_evaluation_plots` — all of the evaluation plots of a set of events into one folder.
 """
@@ -25,9 +26,10 @@ from trackformers.plots.event_display import plot_event, worst_particles
 from trackformers.plots.figure import FORMATS, save_figure
 from trackformers.plots.rates import plot_rates
 from trackformers.plots.score import plot_score
+from trackformers.plots.training import plot_training_curve
 
 __all__ = ["load_benchmark", "plot_benchmark", "plot_efficiency", "plot_event", "plot_rates", "plot_score",
-           "save_figure", "worst_particles", "write_evaluation_plots"]
+           "plot_training_curve", "save_figure", "worst_particles", "write_evaluation_plots"]
 
 
 def write_evaluation_plots(*, events: Iterable[Event], submissions: Iterable[pd.DataFrame],
