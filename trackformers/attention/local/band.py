@@ -29,7 +29,8 @@ def band_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: At
                    scale: float) -> torch.Tensor:
     """q, k, v (N_total, H, D) φ-sorted and packed → (N_total, H, D); see the module docstring."""
     n, h, _ = q.shape
-    out = q.new_zeros(n, h, v.shape[-1])
+    out_rows: list[torch.Tensor] = []  # output positions and rows, scattered once at the end: one copy
+    out_values: list[torch.Tensor] = []
     w = layout.window
     cu = layout.cu_seqlens.tolist()
     blocks: list[tuple[int, int, int]] = []  # (event start, event length, block start in the event)
@@ -38,16 +39,19 @@ def band_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: At
         if length == 0:
             continue
         if w is None or BLOCK + 2 * w > length:
-            out = _whole_event(q, k, v, layout, scale, start, end, out)
+            _whole_event(q, k, v, layout, scale, start, end, out_rows, out_values)
         else:
             blocks += [(start, length, s) for s in range(0, length, BLOCK)]
     if blocks:
-        out = _banded(q, k, v, layout, scale, torch.tensor(blocks, device=q.device), out)
+        _banded(q, k, v, layout, scale, torch.tensor(blocks, device=q.device), out_rows, out_values)
+    out = q.new_zeros(n, h, v.shape[-1])
+    if out_rows:
+        out = out.index_put((torch.cat(out_rows),), torch.cat(out_values))
     return out
 
 
 def _banded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: AttentionLayout, scale: float,
-            blocks: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+            blocks: torch.Tensor, out_rows: list[torch.Tensor], out_values: list[torch.Tensor]) -> None:
     w = int(layout.window)  # type: ignore[arg-type]
     n_keys = BLOCK + 2 * w
     rows = torch.arange(BLOCK, device=q.device)
@@ -67,12 +71,12 @@ def _banded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: Attention
             mask = band & (g[q_idx][:, :, None] == g[k_idx][:, None, :])  # (c, BLOCK, n_keys)
             mask = mask[:, None]
         ob = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, scale=scale).transpose(1, 2)
-        out = out.index_put((q_idx[valid],), ob[valid])
-    return out
+        out_rows.append(q_idx[valid])
+        out_values.append(ob[valid])
 
 
 def _whole_event(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: AttentionLayout, scale: float,
-                 start: int, end: int, out: torch.Tensor) -> torch.Tensor:
+                 start: int, end: int, out_rows: list[torch.Tensor], out_values: list[torch.Tensor]) -> None:
     """Attention inside one event with the exact circular-window mask, queries in chunks of bounded size."""
     length = end - start
     ke, ve = (t[start:end].transpose(0, 1) for t in (k, v))  # (H, L, D)
@@ -91,5 +95,5 @@ def _whole_event(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: Atte
             mask = same if mask is None else mask & same
         qe = q[start + r0:start + r1].transpose(0, 1)
         oe = F.scaled_dot_product_attention(qe, ke, ve, attn_mask=mask, scale=scale)
-        out = out.index_put((start + qi,), oe.transpose(0, 1))
-    return out
+        out_rows.append(start + qi)
+        out_values.append(oe.transpose(0, 1))
