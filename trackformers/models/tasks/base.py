@@ -137,3 +137,15 @@ def contrastive_terms(
         negatives=torch.cat(neg, 1),
         temperature=temperature,
     )
+
+
+def add_contrastive(out: dict[str, torch.Tensor], embedding: torch.Tensor, batch: PackedBatch,
+                    labels: torch.Tensor, *, weight: float, pt_min: float, window: int, n_random: int,
+                    temperature: float) -> dict[str, torch.Tensor]:
+    """``out`` with the contrastive loss added to ``out["loss"]`` (× ``weight``) and logged as ``contrastive``:
+    the auxiliary term of heads whose main loss is per hit (regression, hit filter)."""
+    c = contrastive_terms(embedding, batch, labels, pt_min=pt_min, window=window, n_random=n_random,
+                          max_partners=16, temperature=temperature)
+    out["contrastive"] = c["loss"].detach()
+    out["loss"] = out["loss"] + weight * c["loss"]
+    return out

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from trackformers.batch import PackedBatch
 from trackformers.losses import masked_bce
-from trackformers.models.tasks.base import Task, cluster_per_event, contrastive_terms, mlp_head
+from trackformers.models.tasks.base import Task, add_contrastive, cluster_per_event, mlp_head
 
 
 class HitFilterTask(Task):
@@ -65,18 +65,9 @@ class HitFilterTask(Task):
         out = masked_bce(logits=outputs["keep_logit"], target=self.target(batch), pos_weight=self.pos_weight)
         out["bce"] = out["loss"].detach()
         if self.dim and self.contrastive_weight > 0:
-            c = contrastive_terms(
-                outputs["embedding"],
-                batch,
-                self.labels(batch),
-                pt_min=self.pt_min,
-                window=self.window,
-                n_random=self.n_random,
-                max_partners=16,
-                temperature=self.temperature,
-            )
-            out["contrastive"] = c["loss"].detach()
-            out["loss"] = out["loss"] + self.contrastive_weight * c["loss"]
+            out = add_contrastive(out, outputs["embedding"], batch, self.labels(batch), weight=self.contrastive_weight,
+                                  pt_min=self.pt_min, window=self.window, n_random=self.n_random,
+                                  temperature=self.temperature)
         return out
 
     def tracks(

@@ -13,7 +13,7 @@ import torch
 
 from trackformers.batch import PackedBatch
 from trackformers.losses import weighted_mse
-from trackformers.models.tasks.base import Task, cluster_per_event, contrastive_terms, mlp_head
+from trackformers.models.tasks.base import Task, add_contrastive, cluster_per_event, mlp_head
 
 
 def track_parameters(batch: PackedBatch, *, qpt_scale: float) -> torch.Tensor:
@@ -73,18 +73,9 @@ class RegressionTask(Task):
         )
         if self.contrastive_weight > 0:
             emb = torch.nn.functional.normalize(outputs["params"] * self.cluster_scale, dim=-1)
-            c = contrastive_terms(
-                emb,
-                batch,
-                self.labels(batch),
-                pt_min=self.pt_min,
-                window=self.window,
-                n_random=0,
-                max_partners=16,
-                temperature=self.temperature,
-            )
-            out["contrastive"] = c["loss"].detach()
-            out["loss"] = out["loss"] + self.contrastive_weight * c["loss"]
+            out = add_contrastive(out, emb, batch, self.labels(batch), weight=self.contrastive_weight,
+                                  pt_min=self.pt_min, window=self.window, n_random=0,
+                                  temperature=self.temperature)
         return out
 
     def tracks(
