@@ -4,6 +4,8 @@ Input: a :class:`~trackformers.batch.PackedBatch` (features (N, F) in the origin
 permutes hits into φ-sorted order (``batch.sort_index``), runs ``n_layers`` blocks whose attention goes
 through :func:`trackformers.attention.attend` with ``AttentionLayout(cu_seqlens, max_seqlen, window)``,
 and returns (N, d_model) hidden states back in the ORIGINAL hit order (``batch.unsort_index``).
+With ``eta_slices = S > 0`` the order is (event, η-slice, φ) instead, slices shifted by half a slice in
+every other block (:mod:`trackformers.models.slicing`), so the ±window reach is local in (η, φ).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from torch import nn
 from trackformers.attention import AttentionLayout, attend
 from trackformers.batch import PackedBatch
 from trackformers.features import NUM_LAYERS, NUM_VOLUMES
+from trackformers.models.slicing import SlicedOrder, sliced_order
 
 
 class RMSNorm(nn.Module):
@@ -97,17 +100,23 @@ class Encoder(nn.Module):
         backend: attention backend ('auto', 'reference', 'dense', 'flex', 'local').
         window: attention half-width in φ-sorted positions (None = whole event).
         embed_dim: width of the volume / layer id embeddings (0 disables them).
+        eta_slices: S > 0 attends within (event, η-slice) segments of width 2·eta_range / S, φ-sorted,
+            with the slice edges shifted by half a slice in odd blocks; 0 = whole events, φ-sorted.
+        eta_range: |η| covered by the slices (hits beyond it join the outermost slice).
     """
 
     def __init__(self, in_features: int = 7, d_model: int = 64, n_heads: int = 4, n_layers: int = 2,
                  mlp_ratio: float = 2.0, activation: str = "gelu", norm: str = "layernorm",
                  dropout: float = 0.0, backend: str = "auto", window: int | None = None,
-                 embed_dim: int = 8) -> None:
+                 embed_dim: int = 8, eta_slices: int = 0, eta_range: float = 4.0) -> None:
         super().__init__()
         self.d_model = d_model
         self.backend = backend
         self.window = window
         self.embed_dim = embed_dim
+        if eta_slices < 0 or eta_range <= 0:
+            raise ValueError(f"eta_slices must be >= 0 and eta_range > 0; got {eta_slices}, {eta_range}")
+        self.eta_slices, self.eta_range = eta_slices, eta_range
         if embed_dim:
             self.volume_embedding = nn.Embedding(NUM_VOLUMES, embed_dim)
             self.layer_embedding = nn.Embedding(NUM_LAYERS, embed_dim)
@@ -121,14 +130,35 @@ class Encoder(nn.Module):
         return AttentionLayout(cu_seqlens=batch.cu_seqlens, max_seqlen=int(batch.max_seqlen),
                                window=self.window)
 
+    def sliced_orders(self, batch: PackedBatch) -> list[SlicedOrder]:
+        """The (event, η-slice, φ) orderings of the blocks: [unshifted, shifted] (one with a single block)."""
+        parities = (0, 1) if len(self.blocks) > 1 else (0,)
+        return [sliced_order(batch.phi, batch.eta, batch.cu_seqlens, slices=self.eta_slices, parity=p,
+                             window=self.window, eta_range=self.eta_range) for p in parities]
+
     def forward(self, batch: PackedBatch) -> torch.Tensor:
         """(N, d_model) hidden states in the batch's original hit order."""
         x = batch.features
         if self.embed_dim:
             cats = batch.categories
             x = torch.cat([x, self.volume_embedding(cats[:, 0]), self.layer_embedding(cats[:, 1])], -1)
+        if self.eta_slices:
+            return self._forward_sliced(self.input(x), batch)
         h = self.input(x[batch.sort_index])  # φ-sorted from here on
         layout = self.layout(batch)
         for block in self.blocks:
             h = block(h, layout, self.backend)
         return self.norm(h)[batch.unsort_index]
+
+    def _forward_sliced(self, h: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
+        """Blocks alternate between the two sliced orders; one gather per switch, (N, d) in → (N, d) out."""
+        orders = self.sliced_orders(batch)
+        current: SlicedOrder | None = None
+        for i, block in enumerate(self.blocks):
+            order = orders[i % len(orders)]
+            # In `current` order, position p holds original hit current.perm[p]; so the hit that `order`
+            # puts at position q (original order.perm[q]) sits at current.inverse[order.perm[q]].
+            h = h[order.perm] if current is None else h[current.inverse[order.perm]]
+            h = block(h, order.layout, self.backend)
+            current = order
+        return self.norm(h if current is None else h[current.inverse])

@@ -24,6 +24,7 @@ from trackformers.losses import (
     random_partners,
     window_neighbours,
 )
+from trackformers.models.slicing import sliced_order
 
 
 def make_clusterer(spec: dict[str, Any] | None, default: dict[str, Any]) -> Any:
@@ -118,15 +119,22 @@ def contrastive_terms(
     max_partners: int,
     temperature: float,
     anchors: torch.Tensor | None = None,
+    eta_slices: int = 0,
 ) -> dict[str, torch.Tensor]:
     """The contrastive loss with partners = own particle's hits, φ-window neighbours and random hits.
 
     Anchors: hits of reconstructable particles (pT ≥ pt_min [GeV], |η| < 4, ≥ 3 hits) unless given.
+    ``eta_slices`` > 0 takes the ±window neighbours in (event, η-slice, φ) order
+    (:mod:`trackformers.models.slicing`): harder negatives, near in η as well as in φ.
     """
     if anchors is None:
         anchors = batch.reconstructable(pt_min=pt_min)
     pos = particle_partners(labels=labels, max_partners=max_partners)
-    neg = [window_neighbours(sort_index=batch.sort_index, cu_seqlens=batch.cu_seqlens, window=window)]
+    sort_index, cu = batch.sort_index, batch.cu_seqlens
+    if eta_slices > 0:
+        order = sliced_order(batch.phi, batch.eta, batch.cu_seqlens, slices=eta_slices, parity=0, window=window)
+        sort_index, cu = order.perm, order.layout.cu_seqlens
+    neg = [window_neighbours(sort_index=sort_index, cu_seqlens=cu, window=window)]
     if n_random > 0:
         neg.append(random_partners(cu_seqlens=batch.cu_seqlens, k=n_random).to(labels.device))
     return contrastive_loss(

@@ -21,6 +21,7 @@ class EmbeddingTask(Task):
         n_random: random hits of the event added as negatives.
         max_partners: at most this many same-particle positives per anchor.
         pt_min: GeV, anchors are hits of particles above it (the reconstructable cut, 0.9 GeV in TrackML).
+        neg_eta_slices: > 0 takes the φ-neighbour negatives within η-slices (harder negatives).
         clusterer: ``{"name": "dbscan", "eps": ..., "min_samples": ...}`` (any registered clusterer).
     """
 
@@ -36,6 +37,7 @@ class EmbeddingTask(Task):
         max_partners: int = 16,
         pt_min: float = 0.9,
         clusterer: dict[str, Any] | None = None,
+        neg_eta_slices: int = 0,
     ) -> None:
         super().__init__(d_model, pt_min=pt_min, clusterer=clusterer)
         self.head = mlp_head(d_model, dim)
@@ -45,6 +47,7 @@ class EmbeddingTask(Task):
             n_random,
             max_partners,
         )
+        self.neg_eta_slices = neg_eta_slices
 
     def forward(self, h: torch.Tensor, batch: PackedBatch) -> dict[str, torch.Tensor]:
         return {"embedding": F.normalize(self.head(h).float(), dim=-1)}
@@ -59,6 +62,7 @@ class EmbeddingTask(Task):
             n_random=self.n_random,
             max_partners=self.max_partners,
             temperature=self.temperature,
+            eta_slices=self.neg_eta_slices,
         )
 
     def tracks(
