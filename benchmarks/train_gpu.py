@@ -101,6 +101,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["pt_min"] = args.anchor_pt
     if args.object_pt is not None:
         out["object_pt_min"] = args.object_pt
+    if args.neg_eta_slices is not None:
+        out["neg_eta_slices"] = args.neg_eta_slices
     return out
 
 
@@ -134,6 +136,7 @@ def build(args: argparse.Namespace) -> TrackingModule:
                 "norm": "rmsnorm",
                 "backend": args.backend,
                 "window": args.window,
+                "eta_slices": args.eta_slices,
             },
         },
         task={"class_path": f"trackformers.models.tasks.{name}", "init_args": dict(init)},
@@ -271,6 +274,8 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--window", type=int, default=64)
+    p.add_argument("--eta-slices", type=int, default=0, help="attention within η-slices (0 = whole events)")
+    p.add_argument("--neg-eta-slices", type=int, default=None, help="contrastive negatives within η-slices")
     p.add_argument("--backend", default="local")
     p.add_argument("--precision", default="bf16-mixed")
     p.add_argument("--lr", type=float, default=1e-3)
