@@ -254,7 +254,8 @@ def choose_clusterer(module: TrackingModule, events: list[Any]) -> tuple[dict[st
     for v in values:
         spec = {**base, key: v}
         s = evaluate(module, events, spec)
-        scan.append({key: v, "dm_efficiency": s["dm_efficiency"], "fake_rate": s["fake_rate"]})
+        scan.append({key: v, "dm_efficiency": s["dm_efficiency"], "fake_rate": s["fake_rate"],
+                     "trackml_score": s["trackml_score"]})
         print("scan", json.dumps(scan[-1]), flush=True)
 
     def merit(r: dict[str, Any]) -> float:
