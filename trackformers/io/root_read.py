@@ -40,7 +40,7 @@ KNOWN_HIT_BRANCHES = frozenset(
     + [f"barcode_{n}" for n, _, _ in BARCODE_FIELDS])
 KNOWN_PARTICLE_BRANCHES = frozenset(
     "event_id particle_id particle_type process vx vy vz vt px py pz m q eta phi pt p e nhits "
-    "number_of_hits nparticles particle_hash".split()
+    "number_of_hits nparticles particle_hash e_loss total_x0 total_l0 outcome".split()
     + [n for n, _, _ in BARCODE_FIELDS] + [f"barcode_{n}" for n, _, _ in BARCODE_FIELDS])
 PARTICLE_REQUIRED = ("particle_type", "vx", "vy", "vz", "px", "py", "pz", "q")
 #: Accepted names per Event column, first found wins (ACTS, ours, ColliderML-style per-event trees).

@@ -2,9 +2,10 @@
 
 ``out`` ending in ``.root`` gives one file holding both trees; any other ``out`` is a folder receiving the
 ACTS pair ``hits.root`` + ``particles.root``. Trees are TTrees made with ``mktree`` + ``extend`` (in uproot
-5.7, ``file[name] = dict`` would write an RNTuple). Beside the ACTS branches the hits tree carries ``hit_id``,
-the measured ``x, y, z`` and the TrackML ``weight`` and the particles tree ``nhits``, so a round trip through
-our reader is lossless. Events are buffered into batches of about ``BATCH_ROWS`` hits, so memory stays
+5.7, ``file[name] = dict`` would write an RNTuple); the particles tree has ``std::vector<T>`` branches
+(:mod:`trackformers.io.root_vector`) with ACTS's names and element types, as ACTS's C++ readers bind them.
+Beside the ACTS branches the hits tree carries ``hit_id``, the measured ``x, y, z`` and the TrackML
+``weight``, so a round trip through our reader is lossless. Events are buffered into batches of about ``BATCH_ROWS`` hits, so memory stays
 bounded for any number of events. A third small tree ``events`` lists the event ids in order, so events
 without hits survive too. Files are written under temporary names and renamed at the end.
 """
@@ -23,6 +24,7 @@ from trackformers.events import HIT_COLUMNS, PARTICLE_COLUMNS, Event
 from trackformers.io.acts_ids import BARCODE_FIELDS, encode_geometry_id, unpack_barcode
 from trackformers.io.atomic import atomic_path
 from trackformers.io.root_read import OUR_TITLE
+from trackformers.io.root_vector import VECTOR_CLASSES, VectorTreeWriter
 
 BATCH_ROWS = 200_000
 ZEROS = ("tt", "deltapx", "deltapy", "deltapz", "deltae")
@@ -44,19 +46,27 @@ def _hit_types(event: Event) -> dict[str, str]:
     return types
 
 
+#: ACTS RootParticleWriter vector branches and element types (readers of 2024 bind ``particle_id``, newer ones
+#: ``particle_hash`` and the barcode parts); columns not in the event are written as 0.
+ACTS_PARTICLE_TYPES: dict[str, str] = {
+    "particle_id": "uint64", "particle_hash": "uint64", "particle_type": "int32", "process": "uint32",
+    **{c: "float32" for c in ("vx", "vy", "vz", "vt", "px", "py", "pz", "m", "q", "eta", "phi", "pt", "p")},
+    **{name: "uint32" for name, _, _ in BARCODE_FIELDS},
+    "e_loss": "float32", "total_x0": "float32", "total_l0": "float32", "number_of_hits": "int32",
+    "outcome": "uint32",
+}
+
+
 def _particle_types(event: Event) -> dict[str, str]:
-    types = {"particle_id": "uint64", "particle_type": "int32"}
-    types |= {c: "float32" for c in ("vx", "vy", "vz", "vt", "px", "py", "pz", "q", "eta", "phi", "pt", "p")}
-    types["nhits"] = "int32"
-    types |= {c: _dtype(event, "particles", event.particles[c])
-              for c in event.particles.columns if c not in PARTICLE_COLUMNS}
-    return types
+    extra = {c: _dtype(event, "particles", event.particles[c]) for c in event.particles.columns
+             if c not in PARTICLE_COLUMNS and c not in ACTS_PARTICLE_TYPES}
+    return ACTS_PARTICLE_TYPES | extra
 
 
 def _dtype(event: Event, table: str, col: pd.Series) -> str:
-    if col.dtype.kind not in "iufb":
+    if col.dtype.kind not in "iufb" or (table == "particles" and col.dtype not in VECTOR_CLASSES):
         raise InputError(f"{event.source} (event {event.event_id}, {table}): column '{col.name}' has dtype "
-                         f"{col.dtype}; the ROOT writer stores only numeric columns.")
+                         f"{col.dtype}; the ROOT writer stores only bool, (u)int8..64 and float32/64 columns.")
     return str(col.dtype)
 
 
@@ -90,11 +100,16 @@ def _hit_columns(event: Event, types: dict[str, str]) -> dict[str, np.ndarray]:
 
 def _particle_columns(event: Event, types: dict[str, str]) -> dict[str, np.ndarray]:
     p = event.particles
-    cols = {c: p[c].to_numpy() for c in types if c in p.columns}
-    cols["particle_id"] = p["particle_id"].to_numpy().astype(np.int64).view(np.uint64)
+    n = len(p)
+    cols = {c: p[c].to_numpy() if c in p.columns else np.zeros(n) for c in types}
+    pid = p["particle_id"].to_numpy().astype(np.int64)
+    # the same 64 bits as particle_id (ACTS's own particle_hash is a boost hash; its readers ignore the value)
+    cols["particle_id"] = cols["particle_hash"] = pid.view(np.uint64)
+    cols |= unpack_barcode(pid)
+    cols["number_of_hits"] = p["nhits"].to_numpy()
     px, py, pz = (p[c].to_numpy().astype(np.float64) for c in ("px", "py", "pz"))
     pt = np.hypot(px, py)
-    cols |= {"vt": np.zeros(len(p)), "pt": pt, "p": np.sqrt(pt**2 + pz**2), "phi": np.arctan2(py, px),
+    cols |= {"pt": pt, "p": np.sqrt(pt**2 + pz**2), "phi": np.arctan2(py, px),
              "eta": np.arcsinh(np.divide(pz, pt, out=np.zeros_like(pz), where=pt > 0))}
     return {c: np.asarray(cols[c]).astype(dt) for c, dt in types.items()}
 
@@ -126,10 +141,8 @@ class _Writer:
             self.hits_tree = self.hits_file.mktree("hits", self.hit_types, title=OUR_TITLE)
             if event.particles is not None:
                 self.part_types = _particle_types(event)
-                rec = ", ".join(f"{c}: {t}" for c, t in self.part_types.items())
-                self.part_tree = self.open_particles().mktree(
-                    "particles", {"event_id": "uint32", "particles": f"var * {{{rec}}}"}, title=OUR_TITLE,
-                    field_name=lambda outer, inner: inner, counter_name=lambda counted: "n" + counted)
+                self.part_tree = VectorTreeWriter(self.open_particles(), "particles", {"event_id": "uint32"},
+                                                  self.part_types, title=OUR_TITLE)
         elif (event.truth is None) != ("weight" not in self.hit_types):
             raise InputError(f"{event.source} (event {event.event_id}): truth is "
                              f"{'missing' if event.truth is None else 'present'} unlike in the first event; "
@@ -145,16 +158,13 @@ class _Writer:
             self.flush()
 
     def flush(self) -> None:
-        import awkward as ak
-
         if self.hbuf:
             self.hits_tree.extend({c: np.concatenate([b[c] for b in self.hbuf]) for c in self.hit_types})
         if self.pbuf:
             counts = np.array([len(b["particle_id"]) for _, b in self.pbuf])
-            fields = {c: ak.unflatten(np.concatenate([b[c] for _, b in self.pbuf]), counts)
-                      for c in self.part_types}
-            self.part_tree.extend({"event_id": np.array([e for e, _ in self.pbuf], dtype=np.uint32),
-                                   "particles": ak.zip(fields)})
+            cols = {c: np.concatenate([b[c] for _, b in self.pbuf]) for c in self.part_types}
+            cols["event_id"] = np.array([e for e, _ in self.pbuf], dtype=np.uint32)
+            self.part_tree.extend(counts, cols)
         self.hbuf, self.pbuf, self.rows = [], [], 0
 
 
