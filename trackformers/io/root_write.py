@@ -5,9 +5,10 @@ ACTS pair ``hits.root`` + ``particles.root``. Trees are TTrees made with ``mktre
 5.7, ``file[name] = dict`` would write an RNTuple); the particles tree has ``std::vector<T>`` branches
 (:mod:`trackformers.io.root_vector`) with ACTS's names and element types, as ACTS's C++ readers bind them.
 Beside the ACTS branches the hits tree carries ``hit_id``, the measured ``x, y, z`` and the TrackML
-``weight``, so a round trip through our reader is lossless. Events are buffered into batches of about ``BATCH_ROWS`` hits, so memory stays
-bounded for any number of events. A third small tree ``events`` lists the event ids in order, so events
-without hits survive too. Files are written under temporary names and renamed at the end.
+``weight``, so a round trip through our reader is lossless. Events are buffered into batches of about
+``BATCH_ROWS`` hits (``BATCH_EVENTS`` events), so memory stays bounded for any number of events. A third
+small tree ``events`` lists the event ids in order, so events without hits survive too. Files are written
+under temporary names and renamed at the end.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from trackformers.io.root_read import OUR_TITLE
 from trackformers.io.root_vector import VECTOR_CLASSES, VectorTreeWriter
 
 BATCH_ROWS = 200_000
+BATCH_EVENTS = 1000  # particles-tree entries per basket at most
 ZEROS = ("tt", "deltapx", "deltapy", "deltapz", "deltae")
 GEO_FIELDS = ("volume_id", "boundary_id", "layer_id", "approach_id", "sensitive_id")
 
@@ -154,7 +156,7 @@ class _Writer:
                 event = Event(event.event_id, event.hits, event.truth, empty, source=event.source)
             self.pbuf.append((event.event_id, _particle_columns(event, self.part_types)))
         self.rows += len(event.hits)
-        if self.rows >= BATCH_ROWS or len(self.pbuf) >= 1000:
+        if self.rows >= BATCH_ROWS or len(self.pbuf) >= BATCH_EVENTS:
             self.flush()
 
     def flush(self) -> None:
