@@ -23,6 +23,7 @@ from trackformers.io.acts_ids import (
     unpack_barcode,
 )
 from trackformers.io.root_table import EventIndex, Table, open_file
+from trackformers.io.root_vector import VectorTreeWriter
 
 
 def _ref_unpack(word: int, fields) -> dict[str, int]:  # noqa: ANN001 - plain Python reference
@@ -96,8 +97,9 @@ def test_hits_only_events_and_detection(tmp_path: Path):
     assert root.detect(weird) and root.detect(tmp_path) and not root.detect(tmp_path / "missing.txt")
 
 
-def _acts_style(folder: Path, *, old_ids: bool = False) -> dict[str, np.ndarray]:
-    """An ACTS RootSimHitWriter/RootParticleWriter-like pair: barcodes + geometry_id only, true positions."""
+def _acts_style(folder: Path, *, old_ids: bool = False, vectors: bool = False) -> dict[str, np.ndarray]:
+    """An ACTS RootSimHitWriter/RootParticleWriter-like pair: barcodes + geometry_id only, true positions.
+    ``vectors``: particles as ACTS writes them (std::vector branches, a ``particle_hash`` that is no id)."""
     rng = np.random.default_rng(5)
     n = 53
     ev = np.repeat([4, 9], [20, 33]).astype(np.uint32)
@@ -118,25 +120,31 @@ def _acts_style(folder: Path, *, old_ids: bool = False) -> dict[str, np.ndarray]
     with uproot.recreate(folder / "hits.root") as f:
         f.mktree("hits", {k: v.dtype for k, v in cols.items()})
         f["hits"].extend(cols)
+    fields = {k: np.tile(v, 2).astype(np.uint32) for k, v in unpack_barcode(pid).items()}
+    fields |= {"particle_type": np.tile([13, -211, 11], 2).astype(np.int32),
+               **{c: rng.normal(0, 1, 6).astype(np.float32) for c in ("vx", "vy", "vz")},
+               **{c: rng.normal(0, 1, 6).astype(np.float32) for c in ("px", "py", "pz")},
+               "q": np.tile([-1.0, 1.0, -1.0], 2).astype(np.float32), "pt": np.ones(6, np.float32)}
     with uproot.recreate(folder / "particles.root") as f:
-        f.mktree("particles", {"event_id": "uint32", "p": "var * {vertex_primary: uint32, vertex_secondary: "
-                               "uint32, particle: uint32, generation: uint32, sub_particle: uint32, "
-                               "particle_type: int32, vx: float32, vy: float32, vz: float32, px: float32, "
-                               "py: float32, pz: float32, q: float32, pt: float32}"},
-                 field_name=lambda outer, inner: inner)
-        fields = {k: np.tile(v, 2).astype(np.uint32) for k, v in unpack_barcode(pid).items()}
-        fields |= {"particle_type": np.tile([13, -211, 11], 2).astype(np.int32),
-                   **{c: rng.normal(0, 1, 6).astype(np.float32) for c in ("vx", "vy", "vz")},
-                   **{c: rng.normal(0, 1, 6).astype(np.float32) for c in ("px", "py", "pz")},
-                   "q": np.tile([-1.0, 1.0, -1.0], 2).astype(np.float32), "pt": np.ones(6, np.float32)}
-        f["particles"].extend({"event_id": np.array([4, 9], np.uint32),
-                               "p": ak.zip({k: ak.unflatten(v, [3, 3]) for k, v in fields.items()})})
+        if vectors:
+            fields["particle_hash"] = rng.integers(0, 2**63, 6).astype(np.uint64)  # a boost hash in ACTS
+            w = VectorTreeWriter(f, "particles", {"event_id": "uint32"}, {k: v.dtype for k, v in fields.items()},
+                                 title="particles")
+            w.extend(np.array([3, 3]), {"event_id": np.array([4, 9]), **fields})
+        else:
+            f.mktree("particles", {"event_id": "uint32", "p": "var * {vertex_primary: uint32, vertex_secondary: "
+                                   "uint32, particle: uint32, generation: uint32, sub_particle: uint32, "
+                                   "particle_type: int32, vx: float32, vy: float32, vz: float32, px: float32, "
+                                   "py: float32, pz: float32, q: float32, pt: float32}"},
+                     field_name=lambda outer, inner: inner)
+            f["particles"].extend({"event_id": np.array([4, 9], np.uint32),
+                                   "p": ak.zip({k: ak.unflatten(v, [3, 3]) for k, v in fields.items()})})
     return {"pid": hit_p, "vol": vol, "geo": geo, **cols}
 
 
-@pytest.mark.parametrize("old_ids", [False, True])
-def test_acts_style_file_is_decoded(tmp_path: Path, old_ids: bool):
-    ref = _acts_style(tmp_path, old_ids=old_ids)
+@pytest.mark.parametrize(("old_ids", "vectors"), [(False, False), (True, False), (False, True)])
+def test_acts_style_file_is_decoded(tmp_path: Path, old_ids: bool, vectors: bool):
+    ref = _acts_style(tmp_path, old_ids=old_ids, vectors=vectors)
     events = list(read_events(tmp_path / "hits.root"))
     assert [e.event_id for e in events] == [4, 9]
     e9 = events[1]
