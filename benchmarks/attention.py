@@ -7,6 +7,9 @@ build + forward + backward, what one training step of an attention layer pays. E
 
     PYTHONPATH=. python benchmarks/attention.py --json out.json            # the issue's grid
     PYTHONPATH=. python benchmarks/attention.py --sweep --n 65536          # tile-config sweep of `local`
+
+Backend "local-det" is `local` with ``torch.use_deterministic_algorithms(True)``: the two-kernel backward
+instead of the one-pass atomic one.
 """
 
 from __future__ import annotations
@@ -52,12 +55,18 @@ def time_backend(name: str, q, k, v, layout, do) -> dict:
     from trackformers.attention.api import attend
 
     res: dict = {}
+    det = name == "local-det"  # the deterministic two-kernel backward instead of the atomic one
+    if det:
+        name = "local"
+    clear = None
     if name == "local":
         from trackformers.attention.local.config import configs_for
-        from trackformers.attention.local.function import _forward, _Tables
+        from trackformers.attention.local.function import _forward, _Tables, clear_table_cache
 
+        clear = clear_table_cache  # a layer step pays its index build (the layers of a batch share one)
         cfg = configs_for(q.shape[-1], q.element_size())
-        blocks = sorted({cfg.fwd.block_m, cfg.dkdv.block_n, cfg.dq.block_m})
+        bwd_blocks = {cfg.bwd.block_n} if cfg.bwd is not None and not det else {cfg.dkdv.block_n, cfg.dq.block_m}
+        blocks = sorted({cfg.fwd.block_m} | bwd_blocks)
 
         def build():
             t = _Tables(layout.cu_seqlens, q.shape[0])
@@ -88,10 +97,17 @@ def time_backend(name: str, q, k, v, layout, do) -> dict:
     qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
 
     def step():
+        if clear is not None:
+            clear()
         out = attend(qg, kg, vg, layout, backend=name)
         out.backward(do)
 
-    res["layer"] = bench(step)
+    prev = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(det or prev)
+    try:
+        res["layer"] = bench(step)
+    finally:
+        torch.use_deterministic_algorithms(prev)
     res.setdefault("fwdbwd", res["layer"] - res.get("build", 0.0))
     return res
 
@@ -138,7 +154,7 @@ def run_grid(args, env: dict) -> list[dict]:
 
     rows = []
     dev = "cuda"
-    names = [b for b in args.backends.split(",") if b in backends() or b in ("flex-cbm", "sdpa")]
+    names = [b for b in args.backends.split(",") if b in backends() or b in ("flex-cbm", "sdpa", "local-det")]
     for n in args.n:
         for d in args.d:
             for w in args.w:
@@ -211,14 +227,16 @@ def sweep(args) -> list[dict]:
             tables = _Tables(cu, n)
             scale = d ** -0.5
             o, lse = _forward(q, k, v, cu, None, tables, w, False, scale, base, True)
-            for kind in ("fwd", "dkdv", "dq"):
+            split_ms = None
+            for kind in args.kinds.split(","):
                 best = None
                 for cand in C.candidates(kind, d):
                     cfg = C.KernelConfigs(**{**base.__dict__, kind: cand})
                     if kind == "fwd":
                         fn = partial(_forward, q, k, v, cu, None, tables, w, False, scale, cfg, False)
-                    else:
-                        fn = partial(_backward, do, q, k, v, o, lse, cu, None, tables, w, False, scale, cfg)
+                    else:  # the whole backward, atomic for "bwd", the two-kernel path for dkdv / dq
+                        fn = partial(_backward, do, q, k, v, o, lse, cu, None, tables, w, False, scale, cfg,
+                                     kind == "bwd")
                     try:
                         ms = bench(fn, warmup=10, rep=40)
                     except Exception as err:
@@ -230,8 +248,20 @@ def sweep(args) -> list[dict]:
                         best = (ms, cand)
                 if best is not None:
                     base = C.KernelConfigs(**{**base.__dict__, kind: best[1]})
+                    if kind in ("dkdv", "dq"):
+                        split_ms = best[0]
+                    if kind == "bwd":
+                        if split_ms is None:
+                            split_ms = bench(partial(_backward, do, q, k, v, o, lse, cu, None, tables, w, False,
+                                                     scale, base, False), warmup=10, rep=40)
+                        print(f"  D={d} w={w} backward: atomic {best[0]:.3f} ms, two-kernel {split_ms:.3f} ms",
+                              flush=True)
+                        rows.append(dict(kind="split", d=d, w=w, n=n, ms=split_ms))
+                        if split_ms < best[0]:
+                            base = C.KernelConfigs(**{**base.__dict__, "bwd": None})
             print(f"BEST D={d} w={w}: {base}", flush=True)
-            best_all[str(d)] = {k: getattr(base, k).__dict__ for k in ("fwd", "dkdv", "dq")}
+            best_all[str(d)] = {k: None if getattr(base, k) is None else getattr(base, k).__dict__
+                                for k in ("fwd", "dkdv", "dq", "bwd")}
             if args.tuned_out:
                 with open(args.tuned_out, "w") as fh:
                     json.dump(best_all, fh, indent=1)
@@ -340,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write all rows and the environment here (rewritten after every row)")
     p.add_argument("--tuned", help="tile configs of `local` from a sweep's --tuned-out JSON")
     p.add_argument("--tuned-out", help="with --sweep: write the best configs per head dim here")
+    p.add_argument("--kinds", default="fwd,dkdv,dq,bwd", help="with --sweep: the kernels to sweep, in order")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("needs a CUDA GPU", file=sys.stderr)

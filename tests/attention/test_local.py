@@ -34,7 +34,8 @@ def _close(got: torch.Tensor, ref: torch.Tensor, rtol: float) -> tuple[bool, flo
     return err <= bound, err / max(ref.norm().item(), 1e-30)
 
 
-def _compare(lengths, window, *, h=2, d=16, dtype=torch.float32, groups=False, grad=True, rtol=1e-5):
+def _compare(lengths, window, *, h=2, d=16, dtype=torch.float32, groups=False, grad=True, rtol=1e-5,
+             deterministic=False):
     seed = _seed()
     n = sum(lengths)
     base = AttentionLayout.from_lengths(lengths, device=DEV)
@@ -48,7 +49,12 @@ def _compare(lengths, window, *, h=2, d=16, dtype=torch.float32, groups=False, g
     pairs = [("out", out, ref)]
     if grad:
         ref.backward(x64[3])
-        out.backward(x64[3].to(dtype))
+        prev = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(deterministic)  # the two-kernel backward instead of atomic dQ
+        try:
+            out.backward(x64[3].to(dtype))
+        finally:
+            torch.use_deterministic_algorithms(prev)
         pairs += [(nm, a.grad, b.grad) for nm, a, b in zip(("dq", "dk", "dv"), ins, ref_in)]
     for name, got, want in pairs:
         assert got.dtype == dtype and got.shape == want.shape
@@ -73,6 +79,53 @@ def _poison(monkeypatch):
 ])
 def test_local_fp32_matches_reference(lengths, window):
     _compare(lengths, window)
+
+
+@pytest.mark.parametrize("lengths,window,groups", [
+    ([211], 40, False),
+    ([1, 37, 0, 61], 5, False),
+    ([53, 29], 1000, False),
+    ([150, 7], 20, True),
+])
+def test_local_deterministic_backward_fp32(lengths, window, groups):
+    """The two-kernel backward (no atomics), chosen under torch.use_deterministic_algorithms(True)."""
+    _compare(lengths, window, groups=groups, deterministic=True)
+
+
+def test_backward_paths_pick():
+    """The atomic one-pass backward is the default; deterministic mode or a config without it takes the
+    two-kernel path (so the tests above exercise both)."""
+    from trackformers.attention.local.config import INTERPRETER
+
+    assert INTERPRETER.bwd is not None and not F.deterministic()
+    prev = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert F.deterministic()
+    finally:
+        torch.use_deterministic_algorithms(prev)
+
+
+def test_block_tables_cached_per_layout_and_rebuilt_on_change():
+    """Tables are reused for the same cu_seqlens tensor, rebuilt when it changes in place; results stay
+    right after the change (a stale table would attend across the new event boundary)."""
+    cu = torch.tensor([0, 50, 100], dtype=torch.int32, device=DEV)
+    t1 = F.tables_for(cu, 100)
+    assert F.tables_for(cu, 100) is t1 and F.tables_for(cu.clone(), 100) is not t1
+    ev1 = t1(16)[0].clone()
+    cu[1] = 30
+    t2 = F.tables_for(cu, 100)
+    assert t2 is not t1 and not torch.equal(t2(16)[0], ev1)
+    _seed()
+    layout = AttentionLayout(cu, 70, window=9)
+    x = [torch.randn(100, 2, 16, device=DEV, dtype=torch.float64) for _ in range(3)]
+    ref = attend(*x, layout, backend="reference")
+    with torch.no_grad():
+        attend(*(t.float() for t in x), AttentionLayout(cu, 50, window=9), backend="local")
+        cu[1] = 30  # bump the version again after a call that cached tables of the old contents
+        cu[1] = 30
+        out = attend(*(t.float() for t in x), layout, backend="local")
+    assert _close(out, ref, 1e-5)[0]
 
 
 def test_local_no_window_and_groups_fp32():

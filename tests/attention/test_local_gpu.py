@@ -100,3 +100,30 @@ def test_local_strided_views_and_groups_gpu():
     x = qkv.half()
     out = attend(x[:, 0], x[:, 1], x[:, 2], layout, backend="local")
     assert _rel(out, ref) < 2e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_local_deterministic_backward_gpu(dtype):
+    """Under torch.use_deterministic_algorithms(True) the two-kernel backward runs: same error criterion as
+    the default atomic path, and bitwise equal gradients on a second run."""
+    torch.manual_seed(7)
+    lengths, w, d, h = [7919, 1, 20011, 0, 4099], 700, 64, 4
+    n = sum(lengths)
+    layout = AttentionLayout.from_lengths(lengths, device="cuda", window=w)
+    cu = layout.cu_seqlens.tolist()
+    q, k, v, do = (torch.randn(n, h, d, device="cuda", dtype=torch.float64) for _ in range(4))
+    ref = banded_attention(q, k, v, cu, w, d**-0.5, do)
+    low = banded_attention(*(t.to(dtype) for t in (q, k, v)), cu, w, d**-0.5, do.to(dtype))
+    runs = []
+    prev = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        for _ in range(2):
+            ins = [t.to(dtype).requires_grad_() for t in (q, k, v)]
+            attend(*ins, layout, backend="local").backward(do.to(dtype))
+            runs.append([t.grad for t in ins])
+    finally:
+        torch.use_deterministic_algorithms(prev)
+    for name, g, g2, r, lo in zip(("dq", "dk", "dv"), runs[0], runs[1], ref[1:], low[1:]):
+        assert torch.equal(g, g2), f"{name} differs between two deterministic runs"
+        assert _rel(g, r) <= 2 * _rel(lo, r) + 1e-6, f"{name}: {_rel(g, r):.2e} > 2 × {_rel(lo, r):.2e}"

@@ -24,25 +24,32 @@ class TileConfig:
 
 @dataclass(frozen=True)
 class KernelConfigs:
-    """Forward, dK/dV (outer block = ``block_n`` keys, inner = ``block_m`` queries) and dQ configurations."""
+    """Forward, dK/dV (outer block = ``block_n`` keys, inner = ``block_m`` queries) and dQ configurations of
+    the deterministic two-kernel backward, and ``bwd``: the one-pass atomic backward (outer = ``block_n``
+    keys, inner = ``block_m`` queries), None to always use the two-kernel path."""
 
     fwd: TileConfig
     dkdv: TileConfig
     dq: TileConfig
+    bwd: TileConfig | None = None
 
 
 #: Configuration used under TRITON_INTERPRET=1 (tests on CPU): small tiles, many of them.
 INTERPRETER = KernelConfigs(fwd=TileConfig(32, 16, 4, 1), dkdv=TileConfig(16, 32, 4, 1),
-                            dq=TileConfig(32, 16, 4, 1))
+                            dq=TileConfig(32, 16, 4, 1), bwd=TileConfig(16, 32, 4, 1))
 
 #: H100 winners per head dim (bf16/fp16), from ``benchmarks/attention.py --sweep --n 65536 --w 512`` on
 #: 2026-11-24 (D = 64 and 32 swept; D = 16 takes D = 32's, D = 128 smaller stages for shared memory).
 #: fp32 uses the same tiles halved (IEEE fp32 dots need registers).
 TUNED: dict[int, KernelConfigs] = {
-    16: KernelConfigs(TileConfig(64, 64, 4, 3), TileConfig(128, 64, 4, 2), TileConfig(64, 32, 4, 4)),
-    32: KernelConfigs(TileConfig(64, 64, 4, 3), TileConfig(128, 64, 4, 2), TileConfig(64, 32, 4, 4)),
-    64: KernelConfigs(TileConfig(64, 64, 4, 3), TileConfig(128, 64, 4, 2), TileConfig(64, 64, 4, 3)),
-    128: KernelConfigs(TileConfig(64, 64, 4, 2), TileConfig(64, 64, 4, 2), TileConfig(64, 64, 4, 2)),
+    16: KernelConfigs(TileConfig(64, 64, 4, 3), TileConfig(128, 64, 4, 2), TileConfig(64, 32, 4, 4),
+                      TileConfig(64, 128, 8, 2)),
+    32: KernelConfigs(TileConfig(64, 64, 4, 3), TileConfig(128, 64, 4, 2), TileConfig(64, 32, 4, 4),
+                      TileConfig(64, 128, 8, 2)),
+    64: KernelConfigs(TileConfig(64, 64, 4, 3), TileConfig(128, 64, 4, 2), TileConfig(64, 64, 4, 3),
+                      TileConfig(64, 128, 8, 2)),
+    128: KernelConfigs(TileConfig(64, 64, 4, 2), TileConfig(64, 64, 4, 2), TileConfig(64, 64, 4, 2),
+                       TileConfig(64, 64, 8, 2)),
 }
 
 
@@ -57,8 +64,9 @@ def configs_for(head_dim: int, elem_bytes: int) -> KernelConfigs:
         return INTERPRETER
     cfg = TUNED[head_dim]
     if elem_bytes == 4:
-        return KernelConfigs(*(TileConfig(max(16, c.block_m // 2), max(16, c.block_n // 2), c.num_warps, 2)
-                               for c in (cfg.fwd, cfg.dkdv, cfg.dq)))
+        return KernelConfigs(*(c if c is None else
+                               TileConfig(max(16, c.block_m // 2), max(16, c.block_n // 2), c.num_warps, 2)
+                               for c in (cfg.fwd, cfg.dkdv, cfg.dq, cfg.bwd)))
     return cfg
 
 
@@ -70,6 +78,8 @@ _CANDIDATES = {
              (64, 64, 4, 3), (128, 64, 4, 2), (128, 64, 8, 3), (32, 64, 4, 4), (128, 128, 8, 2)],
     "dq": [(128, 32, 4, 4), (128, 32, 8, 3), (128, 64, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3),
            (64, 32, 4, 4), (128, 128, 8, 2), (128, 64, 4, 4), (64, 64, 4, 4)],
+    "bwd": [(64, 128, 8, 2), (64, 128, 8, 3), (32, 128, 4, 2), (32, 128, 8, 3), (64, 64, 4, 2),
+            (64, 64, 4, 3), (128, 64, 8, 2), (32, 64, 4, 3), (128, 128, 8, 2), (64, 128, 4, 2)],
 }
 
 
@@ -82,6 +92,7 @@ def candidates(kind: str, head_dim: int) -> list[TileConfig]:
 
 
 def set_tuned(table: dict) -> None:
-    """Override :data:`TUNED` from a sweep's JSON ({"64": {"fwd": {...}, "dkdv": {...}, "dq": {...}}})."""
+    """Override :data:`TUNED` from a sweep's JSON ({"64": {"fwd": {...}, "dkdv": {...}, "dq": {...},
+    "bwd": {...} or null}})."""
     for d, kinds in table.items():
-        TUNED[int(d)] = KernelConfigs(**{k: TileConfig(**v) for k, v in kinds.items()})
+        TUNED[int(d)] = KernelConfigs(**{k: None if v is None else TileConfig(**v) for k, v in kinds.items()})

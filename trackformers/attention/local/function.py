@@ -8,6 +8,7 @@ scaled scores, saved only when a gradient is needed).
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 import triton
@@ -18,6 +19,7 @@ from trackformers.attention.local.kernels_bwd import (
     local_attn_bwd_dkdv,
     local_attn_bwd_dq,
 )
+from trackformers.attention.local.kernels_bwd_atomic import local_attn_bwd_fused
 from trackformers.attention.local.kernels_fwd import block_table_kernel, local_attn_fwd
 
 LOG2E = 1.4426950408889634
@@ -39,15 +41,57 @@ def block_table(cu_seqlens: torch.Tensor, n_total: int, block: int) -> tuple[tor
 
 
 class _Tables:
-    """Block tables of one call, built once per block size."""
+    """Block tables of one layout, built once per block size. Holds cu weakly (the cache must not keep it
+    alive); a caller holds it while using the tables."""
 
     def __init__(self, cu: torch.Tensor, n_total: int):
-        self.cu, self.n, self._t = cu, n_total, {}
+        self._cu, self.n, self._t = weakref.ref(cu), n_total, {}
+        self.version = cu._version
+
+    def matches(self, cu: torch.Tensor, n_total: int) -> bool:
+        return self._cu() is cu and self.n == n_total and self.version == cu._version
 
     def __call__(self, block: int) -> tuple[torch.Tensor, torch.Tensor]:
         if block not in self._t:
-            self._t[block] = block_table(self.cu, self.n, block)
+            self._t[block] = block_table(self._cu(), self.n, block)
         return self._t[block]
+
+
+#: Tables per cu_seqlens tensor (by identity, dropped when it is freed): the layers of one batch share one
+#: layout, so its tables are built once per batch, not once per layer. An in-place change of the tensor
+#: (its ``_version``) or another N_total rebuilds them.
+_TABLE_CACHE: dict[int, _Tables] = {}
+
+
+def tables_for(cu: torch.Tensor, n_total: int) -> _Tables:
+    """The (cached) block tables of a layout: cu (E+1,) int32 on the kernels' device."""
+    key = id(cu)
+    t = _TABLE_CACHE.get(key)
+    if t is None or not t.matches(cu, n_total):
+        if key not in _WATCHED:
+            _WATCHED.add(key)
+            weakref.finalize(cu, _forget, key)
+        t = _TABLE_CACHE[key] = _Tables(cu, n_total)
+    return t
+
+
+_WATCHED: set[int] = set()
+
+
+def _forget(key: int) -> None:
+    _TABLE_CACHE.pop(key, None)
+    _WATCHED.discard(key)
+
+
+def clear_table_cache() -> None:
+    """Forget every cached block table (benchmarks: make each step pay its index build)."""
+    _TABLE_CACHE.clear()
+
+
+def deterministic() -> bool:
+    """True when the backward must be bitwise reproducible (``torch.use_deterministic_algorithms``): then
+    the two-kernel backward runs instead of the one-pass one with atomic dQ adds."""
+    return torch.are_deterministic_algorithms_enabled()
 
 
 def _unit_last(t: torch.Tensor) -> torch.Tensor:
@@ -77,20 +121,37 @@ def _forward(q, k, v, cu, groups, tables, w, full_w, scale, cfg: KernelConfigs, 
     return out, (lse if save_lse else None)
 
 
-def _backward(do, q, k, v, o, lse, cu, groups, tables, w, full_w, scale, cfg: KernelConfigs):
+def _backward(do, q, k, v, o, lse, cu, groups, tables, w, full_w, scale, cfg: KernelConfigs,
+              atomic: bool | None = None):
+    """dq, dk, dv (N_total, H, D). ``atomic`` None: the one-pass atomic kernel when ``cfg.bwd`` is set and
+    deterministic algorithms are not requested, else the deterministic two-kernel path."""
     n, h, d = q.shape
     do = _unit_last(do)
-    dq, dk, dv = (torch.empty((n, h, d), dtype=t.dtype, device=t.device) for t in (q, k, v))
+    if atomic is None:
+        atomic = cfg.bwd is not None and not deterministic()
+    # the atomic path accumulates dQ in fp32 (zeroed by the delta kernel); fp32 inputs use it as dq itself
+    dq = torch.empty((n, h, d), dtype=torch.float32 if atomic else q.dtype, device=q.device)
+    dk, dv = (torch.empty((n, h, d), dtype=t.dtype, device=t.device) for t in (k, v))
     if POISON:
         for t in (dq, dk, dv):
             t.fill_(float("nan"))
     delta = torch.empty((h, n), dtype=torch.float32, device=q.device)
-    local_attn_bwd_delta[(triton.cdiv(n, 64), h)](o, do, delta, n, o.stride(0), o.stride(1), do.stride(0),
-                                                   do.stride(1), n, HEAD_DIM=d, BLOCK=64)
+    local_attn_bwd_delta[(triton.cdiv(n, 64), h)](o, do, delta, dq, n, o.stride(0), o.stride(1), do.stride(0),
+                                                   do.stride(1), n, dq.stride(0), dq.stride(1), HEAD_DIM=d,
+                                                   BLOCK=64, ZERO_DQ=atomic)
     g = groups if groups is not None else cu
     common = dict(HEAD_DIM=d, FULL_W=full_w, HAS_GROUPS=groups is not None, DOT_PREC=_dot_prec(q.dtype))
     strides = (q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), do.stride(0),
                do.stride(1))
+    if atomic:
+        c = cfg.bwd
+        blk_event, blk_start = tables(c.block_n)
+        local_attn_bwd_fused[(blk_event.numel(), h)](
+            q, k, v, do, dq, dk, dv, lse, delta, g, cu, blk_event, blk_start, *strides,
+            dq.stride(0), dq.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), n, w,
+            scale * LOG2E, scale,
+            BLOCK_M=c.block_m, BLOCK_N=c.block_n, num_warps=c.num_warps, num_stages=c.num_stages, **common)
+        return (dq if q.dtype == torch.float32 else dq.to(q.dtype)), dk, dv
     c = cfg.dkdv
     blk_event, blk_start = tables(c.block_n)
     local_attn_bwd_dkdv[(blk_event.numel(), h)](
@@ -109,18 +170,19 @@ def _backward(do, q, k, v, o, lse, cu, groups, tables, w, full_w, scale, cfg: Ke
 class _LocalAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, cu, groups, w, full_w, scale, cfg):
-        tables = _Tables(cu, q.shape[0])
+        tables = tables_for(cu, q.shape[0])
         needs_grad = any(ctx.needs_input_grad[:3])
         out, lse = _forward(q, k, v, cu, groups, tables, w, full_w, scale, cfg, needs_grad)
         if needs_grad:
-            ctx.save_for_backward(q, k, v, out, lse, cu, groups)
-            ctx.tables, ctx.args = tables, (w, full_w, scale, cfg)
+            ctx.save_for_backward(q, k, v, out, lse, groups)
+            # cu itself (not a saved copy) keeps the tables' weak reference valid until the backward
+            ctx.cu, ctx.tables, ctx.args = cu, tables, (w, full_w, scale, cfg)
         return out
 
     @staticmethod
     def backward(ctx, do):
-        q, k, v, out, lse, cu, groups = ctx.saved_tensors
-        dq, dk, dv = _backward(do, q, k, v, out, lse, cu, groups, ctx.tables, *ctx.args)
+        q, k, v, out, lse, groups = ctx.saved_tensors
+        dq, dk, dv = _backward(do, q, k, v, out, lse, ctx.cu, groups, ctx.tables, *ctx.args)
         return dq, dk, dv, None, None, None, None, None, None
 
 

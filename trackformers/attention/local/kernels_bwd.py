@@ -1,6 +1,9 @@
 """Triton backward kernels of the ``local`` backend (FlashAttention-2 style, deterministic: no atomics).
 
-1. ``local_attn_bwd_delta``: delta = rowsum(dO · O), fp32 (H, N_total).
+The default backward is the one-pass kernel of :mod:`.kernels_bwd_atomic` (dQ by fp32 atomics); this
+two-kernel path runs under ``torch.use_deterministic_algorithms(True)`` or where no fused config is pinned.
+
+1. ``local_attn_bwd_delta``: delta = rowsum(dO · O), fp32 (H, N_total) (and the atomic path's dQ zeroing).
 2. ``local_attn_bwd_dkdv``: one program per (key block, head) walks the query tiles of its band (the band is
    symmetric, so the walk of the forward kernel serves with queries and keys swapped) and accumulates dK, dV
    in registers.
@@ -17,8 +20,11 @@ from trackformers.attention.local.kernels_fwd import band_mask, band_range, wrap
 
 
 @triton.jit
-def local_attn_bwd_delta(O, DO, DELTA, N, stride_on, stride_oh, stride_dn, stride_dh, stride_lh,
-                         HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr):
+def local_attn_bwd_delta(O, DO, DELTA, DQ, N, stride_on, stride_oh, stride_dn, stride_dh, stride_lh,
+                         stride_qn, stride_qh, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr,
+                         ZERO_DQ: tl.constexpr):
+    """delta = rowsum(dO·O); with ZERO_DQ also zero the fp32 dQ accumulator of the atomic backward (one
+    launch fewer than a separate memset)."""
     pid = tl.program_id(0)
     h = tl.program_id(1).to(tl.int64)
     rows = (pid * BLOCK + tl.arange(0, BLOCK)).to(tl.int64)
@@ -29,6 +35,9 @@ def local_attn_bwd_delta(O, DO, DELTA, N, stride_on, stride_oh, stride_dn, strid
                  other=0.0)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(DELTA + h * stride_lh + rows, delta, mask=ok)
+    if ZERO_DQ:
+        tl.store(DQ + rows[:, None] * stride_qn + h * stride_qh + offs_d[None, :],
+                 tl.zeros([BLOCK, HEAD_DIM], tl.float32), mask=ok[:, None])
 
 
 @triton.jit
