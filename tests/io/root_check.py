@@ -9,8 +9,8 @@ ROOT lives in its own virtual environment (it is not a dependency), so writing a
 ``check`` binds every particles branch as ``std::vector<T>*`` on a ``TChain`` (``SetBranchAddress``, then
 ``GetEntry``), compares every value with what uproot and our events say, runs the branch list of ACTS's
 ``RootParticleReader`` (2024 ``particle_id`` and newer ``particle_hash`` versions, ``.at(i)`` on every vector),
-and reads the flat hits tree with scalar addresses. ``write`` needs this project's environment; ``check`` and
-``reference`` need only ROOT and numpy.
+and reads every hits branch ACTS's ``RootSimHitReader`` binds with the C++ type it binds. ``write`` needs this
+project's environment; ``check`` and ``reference`` need only ROOT and numpy.
 """
 
 from __future__ import annotations
@@ -262,15 +262,20 @@ def check(folder: Path) -> int:
         n = ROOT.tfActsParticleRead(str(path), log)
         report(n == exp["truth/sizes"].sum(), f"{path.name} ACTS RootParticleReader loop: {n} particles {log}")
     hits = folder / "folder/hits.root"
-    # ACTS's RootSimHitWriter declares geometry_id as "/l" (ULong64_t); bind what each leaf type says
-    scalars = {"event_id": "unsigned int", "geometry_id": "ULong64_t", "hit_id": "Long64_t", "x": "float",
-               "tx": "float", "tpz": "float", "barcode_particle": "unsigned int", "volume_id": "unsigned int",
-               "index": "int", "weight": "float"}
-    for name, cpp in scalars.items():
+    # every key ACTS's RootSimHitReader binds, with its C++ types (geometry_id as unsigned long long, as it
+    # does), then our extra branches
+    scalars = {**dict.fromkeys(("tx", "ty", "tz", "tt", "tpx", "tpy", "tpz", "te", "deltapx", "deltapy",
+                                "deltapz", "deltae"), "float"), "geometry_id": "unsigned long long",
+               **dict.fromkeys(("event_id", "volume_id", "boundary_id", "layer_id", "approach_id",
+                                "sensitive_id"), "unsigned int"), "index": "int",
+               **dict.fromkeys((f"barcode_{n}" for n in ("vertex_primary", "vertex_secondary", "particle",
+                                                         "generation", "sub_particle")), "unsigned int"),
+               "hit_id": "Long64_t", "x": "float", "y": "float", "z": "float", "weight": "float"}
+    for path, (name, cpp) in ((p, kv) for p in (hits, folder / "events.root") for kv in scalars.items()):
         status = ctypes.c_int(0)
-        got = np.array(list(ROOT.tfReadScalar[cpp](str(hits), "hits", name, status)))
+        got = np.array(list(ROOT.tfReadScalar[cpp](str(path), "hits", name, status)))
         report(status.value >= 0 and np.array_equal(got, exp[f"hits/{name}"]),
-               f"hits.root hits/{name} ({cpp}): SetBranchAddress {status.value}, {len(got)} entries == uproot")
+               f"{path.name} hits/{name} ({cpp}): SetBranchAddress {status.value}, {len(got)} entries == uproot")
     for d, cpp in ELEMENTS.items():
         want = exp[f"vectors/{d}"]
         flat, sizes, cls, status = _vector(ROOT, folder / "vectors.root", "vectors", d, cpp, want.dtype)
