@@ -157,13 +157,15 @@ def phi_sort(phi: torch.Tensor, cu_seqlens: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def pack_events(events: Sequence, config: FeatureConfig | None = None, *,  # noqa: ANN001
-                keep_events: bool = False) -> PackedBatch:
+                keep_events: bool = False, targets: bool = True) -> PackedBatch:
     """Concatenate events into one :class:`PackedBatch` (features, targets, φ-sort permutation).
 
-    Targets are filled only when every event has truth. ``keep_events`` keeps the Event objects on the
-    batch (validation needs them for the metrics).
+    Targets are filled only when every event has truth and ``targets`` is True (inference passes False:
+    it needs no truth, whose lookup is about a third of the packing time). ``keep_events`` keeps the Event
+    objects on the batch (validation needs them for the metrics).
     """
     config = config or FeatureConfig()
+    want_targets = targets
     feats, cats, hit_ids, phis, etas, lengths, targets = [], [], [], [], [], [], []
     for event in events:
         feats.append(hit_features(event, config))
@@ -173,7 +175,7 @@ def pack_events(events: Sequence, config: FeatureConfig | None = None, *,  # noq
         phis.append(g["phi"].astype(np.float32))
         etas.append(g["eta"].astype(np.float32))
         lengths.append(len(event.hits))
-        targets.append(hit_targets(event))
+        targets.append(hit_targets(event) if want_targets else None)
     cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
     cu[1:] = torch.cumsum(torch.as_tensor(lengths, dtype=torch.int64), 0).to(torch.int32)
     n_feat = config.num_features
