@@ -115,6 +115,8 @@ def test_writer_rejects_bad_input(tmp_path: Path):
     with uproot.recreate(tmp_path / "bad.root") as f:
         with pytest.raises(TypeError, match="float16"):
             VectorTreeWriter(f, "t", {"event_id": "uint32"}, {"x": "float16"})
+        with pytest.raises(TypeError, match="U3"):
+            VectorTreeWriter(f, "t", {"event_id": "U3"}, {"x": "float32"})
         w = VectorTreeWriter(f, "t", {"event_id": "uint32"}, {"x": "float32"})
         with pytest.raises(ValueError, match="'x' needs 3 values, got 2"):
             w.extend(np.array([1, 2]), {"event_id": np.array([1, 2]), "x": np.zeros(2)})

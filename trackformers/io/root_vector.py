@@ -252,9 +252,9 @@ class VectorTreeWriter:
         import uproot
         from uproot.writing._cascade import RawStreamerInfo
 
-        bad = [f"{c} ({t})" for c, t in vectors.items() if np.dtype(t) not in VECTOR_CLASSES]
-        if bad:
-            raise TypeError(f"no std::vector branch type for {', '.join(bad)}; expected one of "
+        bad = [f"{c} ({t})" for c, t in {**scalars, **vectors}.items() if np.dtype(t) not in VECTOR_CLASSES]
+        if bad:  # scalar branches too: plain numbers only (no counters, strings or fixed-size arrays here)
+            raise TypeError(f"no branch type for {', '.join(bad)}; expected one of "
                             f"{', '.join(str(d) for d in VECTOR_CLASSES)}.")
         self._file = directory._file
         self._tree = _tree_class()(directory._cascading, name, title, scalars, vectors)
