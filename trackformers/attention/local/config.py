@@ -14,12 +14,21 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class TileConfig:
-    """One launch configuration. ``block_m``: query rows per tile, ``block_n``: key rows per tile."""
+    """One launch configuration. ``block_m``: query rows per tile, ``block_n``: key rows per tile;
+    ``maxnreg``: register cap per thread (None: the compiler's choice; a cap trades spills for occupancy)."""
 
     block_m: int
     block_n: int
     num_warps: int
     num_stages: int
+    maxnreg: int | None = None
+
+    def launch(self) -> dict:
+        """Launch keyword arguments of a Triton kernel."""
+        kw = dict(num_warps=self.num_warps, num_stages=self.num_stages)
+        if self.maxnreg is not None:
+            kw["maxnreg"] = self.maxnreg
+        return kw
 
 
 @dataclass(frozen=True)
@@ -65,21 +74,21 @@ def configs_for(head_dim: int, elem_bytes: int) -> KernelConfigs:
     cfg = TUNED[head_dim]
     if elem_bytes == 4:
         return KernelConfigs(*(c if c is None else
-                               TileConfig(max(16, c.block_m // 2), max(16, c.block_n // 2), c.num_warps, 2)
+                               TileConfig(max(16, c.block_m // 2), max(16, c.block_n // 2), c.num_warps, 2, None)
                                for c in (cfg.fwd, cfg.dkdv, cfg.dq, cfg.bwd)))
     return cfg
 
 
 #: Sweep sets per kernel, (block_m, block_n, num_warps, num_stages); for dkdv block_n is the outer key block.
 _CANDIDATES = {
-    "fwd": [(128, 64, 4, 3), (128, 64, 8, 3), (128, 64, 4, 4), (128, 128, 8, 3), (128, 128, 8, 2),
-            (64, 64, 4, 3), (64, 64, 4, 4), (64, 128, 4, 3), (128, 32, 4, 4), (64, 32, 4, 4)],
+    "fwd": [(64, 64, 4, 3), (64, 64, 4, 3, 168), (128, 64, 8, 2), (128, 64, 8, 2, 128), (128, 64, 8, 3, 168),
+            (128, 128, 8, 2), (64, 128, 4, 2), (64, 32, 4, 4)],
     "dkdv": [(32, 128, 4, 3), (32, 128, 8, 3), (32, 128, 4, 5), (64, 128, 8, 3), (64, 128, 4, 3),
              (64, 64, 4, 3), (128, 64, 4, 2), (128, 64, 8, 3), (32, 64, 4, 4), (128, 128, 8, 2)],
     "dq": [(128, 32, 4, 4), (128, 32, 8, 3), (128, 64, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3),
            (64, 32, 4, 4), (128, 128, 8, 2), (128, 64, 4, 4), (64, 64, 4, 4)],
-    "bwd": [(64, 128, 8, 2), (64, 128, 8, 3), (32, 128, 4, 2), (32, 128, 8, 3), (64, 64, 4, 2),
-            (64, 64, 4, 3), (128, 64, 8, 2), (32, 64, 4, 3), (128, 128, 8, 2), (64, 128, 4, 2)],
+    "bwd": [(64, 128, 8, 2), (64, 128, 8, 1), (32, 128, 8, 2), (32, 128, 8, 3), (64, 64, 4, 2),
+            (64, 64, 8, 2), (32, 64, 4, 3), (16, 64, 4, 3), (128, 64, 8, 2), (64, 128, 4, 2)],
 }
 
 

@@ -117,7 +117,7 @@ def _forward(q, k, v, cu, groups, tables, w, full_w, scale, cfg: KernelConfigs, 
         out.stride(1), n, w, scale * LOG2E,
         HEAD_DIM=d, BLOCK_M=cfg.fwd.block_m, BLOCK_N=cfg.fwd.block_n, FULL_W=full_w,
         HAS_GROUPS=groups is not None, SAVE_LSE=save_lse, DOT_PREC=_dot_prec(q.dtype),
-        num_warps=cfg.fwd.num_warps, num_stages=cfg.fwd.num_stages)
+        **cfg.fwd.launch())
     return out, (lse if save_lse else None)
 
 
@@ -150,20 +150,20 @@ def _backward(do, q, k, v, o, lse, cu, groups, tables, w, full_w, scale, cfg: Ke
             q, k, v, do, dq, dk, dv, lse, delta, g, cu, blk_event, blk_start, *strides,
             dq.stride(0), dq.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), n, w,
             scale * LOG2E, scale,
-            BLOCK_M=c.block_m, BLOCK_N=c.block_n, num_warps=c.num_warps, num_stages=c.num_stages, **common)
+            BLOCK_M=c.block_m, BLOCK_N=c.block_n, **c.launch(), **common)
         return (dq if q.dtype == torch.float32 else dq.to(q.dtype)), dk, dv
     c = cfg.dkdv
     blk_event, blk_start = tables(c.block_n)
     local_attn_bwd_dkdv[(blk_event.numel(), h)](
         q, k, v, do, dk, dv, lse, delta, g, cu, blk_event, blk_start, *strides,
         dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), n, w, scale * LOG2E, scale,
-        BLOCK_M=c.block_m, BLOCK_N=c.block_n, num_warps=c.num_warps, num_stages=c.num_stages, **common)
+        BLOCK_M=c.block_m, BLOCK_N=c.block_n, **c.launch(), **common)
     c = cfg.dq
     blk_event, blk_start = tables(c.block_m)
     local_attn_bwd_dq[(blk_event.numel(), h)](
         q, k, v, do, dq, lse, delta, g, cu, blk_event, blk_start, *strides,
         dq.stride(0), dq.stride(1), n, w, scale * LOG2E, scale,
-        BLOCK_M=c.block_m, BLOCK_N=c.block_n, num_warps=c.num_warps, num_stages=c.num_stages, **common)
+        BLOCK_M=c.block_m, BLOCK_N=c.block_n, **c.launch(), **common)
     return dq, dk, dv
 
 
