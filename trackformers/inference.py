@@ -105,8 +105,11 @@ class TimedClusterer:
 
 
 def reconstruct_event(module: Any, event: Event, clusterer: Callable[..., Tensor] | None,
-                      timer: StageTimer) -> pd.DataFrame:
-    """``DataFrame[hit_id, track_id]`` for one event; books features, model and clustering time."""
+                      timer: StageTimer, *, forward: Callable[..., Any] | None = None) -> pd.DataFrame:
+    """``DataFrame[hit_id, track_id]`` for one event; books features, model and clustering time.
+
+    ``forward`` replaces ``module(batch)`` (e.g. a :class:`~trackformers.cuda_graph.GraphedForward`).
+    """
     if len(event.hits) == 0:
         return pd.DataFrame({"hit_id": np.zeros(0, np.int64), "track_id": np.zeros(0, np.int64)})
     if clusterer is None and hasattr(getattr(module, "task", None), "clusterer"):
@@ -118,7 +121,8 @@ def reconstruct_event(module: Any, event: Event, clusterer: Callable[..., Tensor
 
     try:
         with torch.inference_mode():
-            sub = module.reconstruct(event, clusterer=timed)
+            sub = module.reconstruct(event, clusterer=timed) if forward is None else \
+                module.reconstruct(event, clusterer=timed, forward=forward)
     except BackendUnavailable as err:  # e.g. a dense-trained checkpoint on a 500k-hit event
         raise InputError(f"{event.source}: event {event.event_id} ({len(event.hits)} hits): {err}; expected "
                          "a backend that scales to it, e.g. --backend auto (windowed: local or flex).") from None
@@ -233,7 +237,7 @@ def reconstruct_files(inputs: Sequence[str | Path], *, module: Any, out_dir: str
                       clusterer: Callable[..., Tensor] | None = None, fmt: str = "csv",
                       on_error: str = "fail", volumes: Sequence[int] | None = None, evaluate: bool = False,
                       progress: bool | None = None, device: torch.device | None = None,
-                      on_skip: Callable[[str, str], None] | None = None) -> Summary:
+                      on_skip: Callable[[str, str], None] | None = None, cuda_graphs: bool = False) -> Summary:
     """Reconstruct every event of ``inputs`` with ``module`` and write one submission per event.
 
     Args:
@@ -247,6 +251,8 @@ def reconstruct_files(inputs: Sequence[str | Path], *, module: Any, out_dir: str
         evaluate: compute the metrics for events with truth (``summary.metrics``).
         progress: tqdm bar (None = only on a terminal).
         on_skip: called as ``on_skip(input, reason)`` when an input is skipped.
+        cuda_graphs: replay the model from CUDA graphs (:class:`~trackformers.cuda_graph.GraphedForward`;
+            it runs eagerly, and logs why, where it cannot).
     """
     from tqdm.auto import tqdm
 
@@ -255,6 +261,11 @@ def reconstruct_files(inputs: Sequence[str | Path], *, module: Any, out_dir: str
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt}: unknown output format; expected one of {', '.join(FORMATS)}.")
     summary = Summary()
+    forward = None
+    if cuda_graphs:
+        from trackformers.cuda_graph import GraphedForward
+
+        forward = GraphedForward(module)
     timer = StageTimer(device)
     timer.seconds = summary.seconds
     units = input_units(inputs, on_error, summary.skipped)
@@ -273,7 +284,7 @@ def reconstruct_files(inputs: Sequence[str | Path], *, module: Any, out_dir: str
             summary.skipped.append((event.source, str(err)))
             continue
         seen[event.event_id] = event.source
-        sub = reconstruct_event(module, event, clusterer, timer)
+        sub = reconstruct_event(module, event, clusterer, timer, forward=forward)
         with timer("write"):
             summary.written.append(write_output(event, sub, out_dir, fmt))
         summary.events += 1

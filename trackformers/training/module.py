@@ -244,19 +244,21 @@ class TrackingModule(pl.LightningModule):
         return subs
 
     @torch.no_grad()
-    def reconstruct(self, event: Any, *, clusterer: Any = None) -> pd.DataFrame:
+    def reconstruct(self, event: Any, *, clusterer: Any = None, forward: Any = None) -> pd.DataFrame:
         """``DataFrame[hit_id, track_id]`` (int64, one row per hit, hits-table order) for one Event.
 
         ``clusterer``: a callable Clusterer, a spec ``{"name": ..., **params}``, a registered name, or None
-        (the task's default). ``self.last_timings["features"]`` holds the feature time in seconds.
+        (the task's default). ``forward``: runs the model instead of ``self(batch)`` (e.g. a
+        :class:`~trackformers.cuda_graph.GraphedForward`). ``self.last_timings["features"]`` holds the
+        feature time in seconds.
         """
         t0 = time.perf_counter()
-        batch = pack_events([event], self.feature_config).to(self.device)
+        batch = pack_events([event], self.feature_config, targets=False).to(self.device)
         self.last_timings = {"features": time.perf_counter() - t0}
         was_training = self.training
         self.eval()
         try:
-            outputs = self(batch)
+            outputs = self(batch) if forward is None else forward(batch)
         finally:
             self.train(was_training)
         if isinstance(clusterer, str):

@@ -1,0 +1,123 @@
+"""GraphedForward: padding to a length bucket leaves the real hits' outputs unchanged (CPU, any encoder
+layout); off CUDA it runs eagerly and says why; on CUDA the replayed graph equals the eager forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trackformers.cuda_graph import GraphedForward, bucket_length, pad_batch
+from trackformers.features import pack_events
+from trackformers.simulation import simulate
+from trackformers.training.module import TrackingModule
+
+
+def tiny_module(**encoder: object) -> TrackingModule:
+    args = {"d_model": 32, "n_heads": 2, "n_layers": 2, "backend": "local", "window": 8, **encoder}
+    torch.manual_seed(0)
+    return TrackingModule(encoder={"class_path": "trackformers.models.encoder.Encoder", "init_args": args},
+                          task={"class_path": "trackformers.models.tasks.EmbeddingTask",
+                                "init_args": {"dim": 8}}).eval()
+
+
+@pytest.fixture(scope="module")
+def event() -> object:
+    return next(iter(simulate(1, seed=11, pileup=2, volumes=(7, 8, 9))))
+
+
+@pytest.fixture(autouse=True)
+def banded_cpu_attention(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CPU the ``local`` backend's plain-torch banded path, not Triton's (slow) interpreter: padding is a
+    property of the packed layout, which both implement alike."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+
+
+@pytest.mark.parametrize("n", [1, 7, 1023, 1024, 1025, 8191, 57_131, 524_287])
+def test_bucket_length(n: int) -> None:
+    length = bucket_length(n)
+    granule = max(1024, 1 << max(0, n.bit_length() - 4))
+    assert length >= n and length % granule == 0 and length - n < granule
+    assert n < 8192 or length - n <= n / 8
+
+
+ENCODERS = {
+    "local window": {},
+    "dense whole event": {"backend": "dense", "window": None},
+    "eta slices": {"eta_slices": 3},
+}
+
+
+@pytest.mark.parametrize("encoder", list(ENCODERS))
+@pytest.mark.parametrize("extra", [0, 1, 37, 1000])
+def test_padding_leaves_real_rows_unchanged(event: object, encoder: str, extra: int) -> None:
+    module = tiny_module(**ENCODERS[encoder])
+    batch = pack_events([event], module.feature_config)
+    n = batch.num_hits
+    padded = pad_batch(batch, n + extra)
+    assert padded.num_events == 2 and padded.num_hits == n + extra
+    assert padded.cu_seqlens.tolist() == [0, n, n + extra]
+    assert torch.equal(padded.sort_index[:n], batch.sort_index)
+    assert torch.equal(padded.sort_index[padded.unsort_index], torch.arange(n + extra))
+    with torch.inference_mode():
+        want = module(batch)["embedding"]
+        got = module(padded)["embedding"]
+    assert got.shape == (n + extra, 8)
+    torch.testing.assert_close(got[:n], want, rtol=1e-5, atol=1e-5)
+
+
+def test_pad_batch_refuses_several_events() -> None:
+    events = list(simulate(2, seed=3, pileup=1, volumes=(7, 8, 9)))
+    with pytest.raises(ValueError, match="one event"):
+        pad_batch(pack_events(events), 10_000)
+
+
+def test_static_orders_feed_the_sliced_encoder(event: object) -> None:
+    # The capture path hands the encoder precomputed orders; with the batch's own orders nothing changes,
+    # with another permutation's orders the output changes (so the encoder really reads them).
+    module = tiny_module(eta_slices=3)
+    graphed = GraphedForward(module)
+    padded = pad_batch(pack_events([event], module.feature_config), bucket_length(len(event.hits)))
+    orders = graphed._orders(padded)
+    assert len(orders) == 2
+    with torch.inference_mode():
+        want = module(padded)["embedding"]
+        with graphed._static_orders(orders):
+            same = module(padded)["embedding"]
+        rolled = [type(o)(perm=o.perm.roll(5), inverse=torch.argsort(o.perm.roll(5)), layout=o.layout)
+                  for o in orders]
+        with graphed._static_orders(rolled):
+            other = module(padded)["embedding"]
+    torch.testing.assert_close(same, want)
+    assert not torch.allclose(other, want)
+    assert "sliced_orders" not in vars(module.encoder)  # the patch is undone
+
+
+def test_off_cuda_it_runs_eagerly_and_says_why(event: object) -> None:
+    module = tiny_module()
+    graphed = GraphedForward(module)
+    batch = pack_events([event], module.feature_config)
+    with torch.inference_mode():
+        got = graphed(batch)["embedding"]
+        want = module(batch)["embedding"]
+    assert torch.equal(got, want)
+    assert graphed.reason is not None and "CUDA" in graphed.reason
+    assert not graphed.graphs
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("encoder", ["local window", "eta slices"])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_cuda_replay_equals_eager(encoder: str, bf16: bool) -> None:
+    module = tiny_module(**ENCODERS[encoder]).cuda()
+    graphed = GraphedForward(module)
+    events = list(simulate(3, seed=5, pileup=4, volumes=(7, 8, 9)))
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
+    for event in events + events[:1]:
+        batch = pack_events([event], module.feature_config).to("cuda")
+        with torch.inference_mode(), amp:
+            got = graphed(batch)["embedding"]
+            want = module(batch)["embedding"]
+        assert graphed.reason is None, graphed.reason
+        tol = 2e-2 if bf16 else 1e-4
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+    assert 1 <= len(graphed.graphs) <= 3
