@@ -243,7 +243,7 @@ def evaluate(module: TrackingModule, events: list[Any], clusterer: Any) -> dict[
 
 
 def choose_clusterer(module: TrackingModule, events: list[Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The radius maximising DM efficiency − fake rate on validation events."""
+    """The radius maximising the TrackML score on validation events."""
     base = dict(module.task.default_clusterer if module.task.clusterer_spec is None else module.task.clusterer_spec)
     if base["name"] not in SCANS:
         return base, []
@@ -259,8 +259,10 @@ def choose_clusterer(module: TrackingModule, events: list[Any]) -> tuple[dict[st
         print("scan", json.dumps(scan[-1]), flush=True)
 
     def merit(r: dict[str, Any]) -> float:
-        eff, fake = r["dm_efficiency"], r["fake_rate"]
-        return (eff if not math.isnan(eff) else 0.0) - (fake if not math.isnan(fake) else 1.0)
+        # The TrackML score, not DM eff − fake rate: the difference prefers a radius that finds almost
+        # nothing at a low fake rate (run F: 0.01 / 0.31 over 0.30 / 0.61) to one that finds tracks.
+        score = r["trackml_score"]
+        return score if not math.isnan(score) else 0.0
 
     best = max(scan, key=merit)
     return {**base, key: best[key]}, scan
