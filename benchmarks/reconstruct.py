@@ -8,6 +8,13 @@ the DM efficiency / fake rate of the submissions, and writes the records as JSON
 
     python benchmarks/reconstruct.py --device cpu --pileup 200 --events 3
     python benchmarks/reconstruct.py --device cuda --bf16 --events 5 --repeats 3 --json out/reco.json
+    python benchmarks/reconstruct.py --device cuda --bf16 --cuda-graphs --clusterers gpu ...
+    python benchmarks/reconstruct.py --device cuda --bf16 --profile out/profile --old-clusterer old_gpu.py
+
+``--cuda-graphs`` replays the model from CUDA graphs (:class:`trackformers.cuda_graph.GraphedForward`); every
+event is reconstructed once untimed first, so the timed runs replay graphs captured then. ``--profile DIR``
+instead splits one event's reconstruction into sub-stages (median wall ms of ``--repeats``, CUDA-synchronised)
+and writes torch.profiler tables of the model and the clustering to DIR.
 """
 
 from __future__ import annotations
@@ -60,6 +67,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--param", action="append", default=[], metavar="NAME.KEY=VALUE",
                    help="override a clusterer setting, e.g. gpu.radius=0.3")
     p.add_argument("--json", default=None, help="write the records here")
+    p.add_argument("--cuda-graphs", action="store_true", help="replay the model from CUDA graphs")
+    p.add_argument("--profile", default=None, metavar="DIR", help="profile one event's stages, write tables here")
+    p.add_argument("--old-clusterer", default=None, metavar="FILE",
+                   help="with --profile: a module file whose GPUClusterer is timed and compared with the current")
     p.add_argument("--huge", type=int, default=0, metavar="N",
                    help="only time the torch clusterers on N synthetic hits (memory check), then exit")
     return p.parse_args()
@@ -124,13 +135,28 @@ def main() -> int:
           f"({time.perf_counter() - t0:.1f} s); checkpoint {ckpt.name}; device {device}", flush=True)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.bf16 else \
         contextlib.nullcontext
-    with autocast():  # warm-up: CUDA context, kernel compilation, allocator
-        reconstruct_event(module, events[0], make_clusterer("gpu", radius=0.2), StageTimer(device))
+    forward = None
+    if args.cuda_graphs:
+        from trackformers.cuda_graph import GraphedForward
+
+        forward = GraphedForward(module)
+    if args.profile:
+        from benchmarks.reconstruct_profile import profile
+
+        return profile(args, module, events, device, autocast, forward)
+    t0 = time.perf_counter()
+    with autocast():  # warm-up: CUDA context, kernel compilation, allocator (and each event's CUDA graph)
+        for event in events if forward is not None else events[:1]:
+            reconstruct_event(module, event, make_clusterer("gpu", radius=0.2), StageTimer(device), forward=forward)
+    warmup_s = time.perf_counter() - t0
+    if forward is not None:
+        print(f"warm-up incl. CUDA-graph captures {warmup_s:.2f} s; graphs {len(forward.graphs)}; eager because: "
+              f"{forward.reason or '-'}; failed: {forward.failed or '-'}", flush=True)
     records = []
     for name, params in clusterer_settings(args).items():
         clusterer = make_clusterer(name, **params)
         per_event: list[dict[str, float]] = []
-        peak, quality, error = 0, [], None
+        peak, reserved, quality, error = 0, 0, [], None
         for rep in range(args.repeats):
             for event in events:
                 timer = StageTimer(device)
@@ -140,12 +166,13 @@ def main() -> int:
                     torch.cuda.reset_peak_memory_stats(device)
                 try:
                     with autocast():
-                        sub = reconstruct_event(module, read, clusterer, timer)
+                        sub = reconstruct_event(module, read, clusterer, timer, forward=forward)
                 except InputError as err:  # e.g. condensation needs β, an embedding model has none
                     error = str(err)
                     break
                 if cuda:
                     peak = max(peak, torch.cuda.max_memory_allocated(device))
+                    reserved = max(reserved, torch.cuda.max_memory_reserved(device))
                 with timer("write"):
                     write_output(read, sub, tmp / "out" / name)
                 per_event.append(dict(timer.seconds))
@@ -160,6 +187,8 @@ def main() -> int:
             rec["model_plus_clustering_ms"] = 1e3 * statistics.median(
                 e["features"] + e["model"] + e["clustering"] for e in per_event)
             rec["peak_gpu_mb"] = peak / 2**20 if cuda else None
+            rec["peak_reserved_mb"] = reserved / 2**20 if cuda else None
+            rec["eager_reason"] = None if forward is None else forward.reason
             for key in ("dm_efficiency", "fake_rate"):
                 rec[key] = statistics.mean(q[key] for q in quality)
         records.append(rec)
@@ -168,7 +197,8 @@ def main() -> int:
             "torch": torch.__version__, "threads": torch.get_num_threads(), "pileup": args.pileup,
             "events": args.events, "repeats": args.repeats,
             "hits_mean": statistics.mean(len(e) for e in events),
-            "bf16": args.bf16, "backend": args.backend, "checkpoint": ckpt.name,
+            "bf16": args.bf16, "backend": args.backend, "checkpoint": ckpt.name, "cuda_graphs": args.cuda_graphs,
+            "warmup_s": warmup_s, "graphs": None if forward is None else len(forward.graphs),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     print(json.dumps(meta))
     if args.json:
@@ -181,7 +211,8 @@ def format_row(rec: dict) -> str:
     if not rec.get("n"):
         return f"{rec['clusterer']:<13} n/a: {rec['error']}"
     cols = " ".join(f"{stage} {rec[f'{stage}_ms']:8.1f}" for stage in STAGES)
-    peak = "" if rec["peak_gpu_mb"] is None else f" peak {rec['peak_gpu_mb']:7.1f} MB"
+    peak = "" if rec["peak_gpu_mb"] is None else \
+        f" peak {rec['peak_gpu_mb']:7.1f} MB (reserved {rec['peak_reserved_mb']:7.1f})"
     return (f"{rec['clusterer']:<13} ms/event (median of {rec['n']}): {cols} | model+clustering "
             f"{rec['model_plus_clustering_ms']:8.1f}{peak} | DM eff {rec['dm_efficiency']:.4f} "
             f"fake {rec['fake_rate']:.4f}")
