@@ -5,7 +5,8 @@ Sub-stages of ``TrackingModule.reconstruct`` on the first simulated event, each 
 (with ``--cuda-graphs``) replayed from a CUDA graph, the clustering (current ``gpu`` clusterer, and
 ``--old-clusterer FILE``'s for comparison, with a check that both give the same labels), and the whole
 ``reconstruct`` call. Then torch.profiler tables (host ops by self CPU time, kernels by self device time) of
-one eager forward, one graphed forward and one clustering, written to DIR; a JSON summary to DIR/profile.json.
+one eager forward, one graphed forward and one clustering go to DIR/profile_tables.txt, a JSON summary to
+DIR/profile.json.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def profile(args: Any, module: Any, events: list, device: torch.device, autocast
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     tables: dict[str, dict[str, float]] = {}
+    texts: list[str] = []
 
     def profiled(name: str, fn: Callable[[], Any]) -> None:
         sync()
@@ -97,7 +99,7 @@ def profile(args: Any, module: Any, events: list, device: torch.device, autocast
                     break
                 except (KeyError, AttributeError, ValueError):
                     continue
-        (out_dir / f"profile_{name}.txt").write_text("\n\n".join(text))
+        texts.extend(text)
         print(f"profiled {name}: {tables[name]}", flush=True)
 
     old = _load_old(args.old_clusterer).GPUClusterer(radius=0.2, window=1024) if args.old_clusterer else None
@@ -130,5 +132,6 @@ def profile(args: Any, module: Any, events: list, device: torch.device, autocast
                "device": torch.cuda.get_device_name(device) if cuda else "cpu", "torch": torch.__version__,
                "bf16": args.bf16, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     (out_dir / "profile.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / "profile_tables.txt").write_text("\n\n".join(texts))
     print(json.dumps(summary))
     return 0
