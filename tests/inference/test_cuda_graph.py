@@ -118,6 +118,6 @@ def test_cuda_replay_equals_eager(encoder: str, bf16: bool) -> None:
             got = graphed(batch)["embedding"]
             want = module(batch)["embedding"]
         assert graphed.reason is None, graphed.reason
-        tol = 2e-2 if bf16 else 1e-4
+        tol = 5e-2 if bf16 else 1e-4  # bf16: GEMMs of another row count may round differently
         torch.testing.assert_close(got, want, rtol=tol, atol=tol)
     assert 1 <= len(graphed.graphs) <= 3
