@@ -185,6 +185,27 @@ def test_tune_scans_values(tmp_path: Path, event_dir: Path, checkpoint: Path,
     assert [line.split()[0] for line in lines[2:]] == ["0.05", "0.5"]
 
 
+def test_tune_writes_the_best_value_into_a_checkpoint_copy(tmp_path: Path, event_dir: Path, checkpoint: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    out = tmp_path / "tuned.ckpt"
+    assert main(["tune", str(event_dir), "--checkpoint", str(checkpoint), "--clusterer", "dbscan",
+                 "--scan", "eps=0.0001,0.02,5.0", "--param", "min_samples=2", "--write", str(out)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:5]]
+    scores = {float(r[0]): float(r[5]) for r in rows}
+    best = max(scores, key=scores.get)
+    original = torch.load(checkpoint, weights_only=True)
+    tuned = torch.load(out, weights_only=True)
+    assert tuned["hyper_parameters"]["task"]["init_args"]["clusterer"] == {"name": "dbscan", "min_samples": 2,
+                                                                          "eps": best}
+    assert len(tuned["trackformers"]["tuned"]["table"]) == 3
+    for key, value in original["state_dict"].items():  # weights untouched
+        assert torch.equal(value, tuned["state_dict"][key])
+    module = inference.load_module(out, torch.device("cpu"))
+    assert module.task.clusterer_spec["eps"] == best
+
+
 @pytest.mark.parametrize(("name", "params"),
                          [("dbscan", {"eps": 0.02}), ("gpu", {"radius": 0.02, "window": 8})])
 def test_tuning_replay_equals_running_the_model(checkpoint: Path, events: list, name: str,

@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--backend", default=None, help="attention backend override")
     parser.add_argument("--volumes", default="7,8,9", help="volume ids to keep (default: pixels 7,8,9)")
+    parser.add_argument("--write", default=None, metavar="CKPT",
+                        help="write a copy of the checkpoint whose default clusterer is the best value "
+                             "(highest TrackML score)")
 
 
 def parse_scan(text: str) -> tuple[str, list[object]]:
@@ -43,15 +46,15 @@ def parse_scan(text: str) -> tuple[str, list[object]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trackformers.clustering.tuning import format_scan, scan
+    from trackformers.clustering.tuning import format_scan, scan, write_tuned
     from trackformers.commands._options import parse_volumes
     from trackformers.commands.reconstruct import parse_params
     from trackformers.inference import default_checkpoint, load_module, resolve_device
 
     key, values = parse_scan(args.scan)
     volumes = parse_volumes(args.volumes)
-    module = load_module(args.checkpoint or default_checkpoint(), resolve_device(args.device),
-                         backend=args.backend)
+    source = args.checkpoint or default_checkpoint()
+    module = load_module(source, resolve_device(args.device), backend=args.backend)
     if args.simulate:
         from trackformers.simulation import simulate
 
@@ -69,4 +72,10 @@ def run(args: argparse.Namespace) -> int:
                  fixed=parse_params(args.param))
     print(f"{args.clusterer}: {len(events)} events, mean over events")
     print(format_scan(table, key))
+    if args.write:
+        spec = write_tuned(source, args.write, clusterer=args.clusterer, param=key, table=table,
+                           fixed=parse_params(args.param),
+                           note=f"{len(events)} events, pile-up {args.pileup if args.simulate else 'from files'}, "
+                                f"seed {args.seed if args.simulate else '-'}")
+        print(f"wrote {args.write} with clusterer {spec}")
     return 0
