@@ -192,6 +192,10 @@ def test_tune_writes_the_best_value_into_a_checkpoint_copy(tmp_path: Path, event
     out = tmp_path / "tuned.ckpt"
     assert main(["tune", str(event_dir), "--checkpoint", str(checkpoint), "--clusterer", "dbscan",
                  "--scan", "eps=0.0001,0.02,5.0", "--param", "min_samples=2", "--write", str(out)]) == 0
+    assert main(["tune", str(event_dir), "--checkpoint", str(checkpoint), "--clusterer", "hdbscan",
+                 "--scan", "min_cluster_size=2,3", "--write", str(tmp_path / "h.ckpt")]) == 0
+    spec = torch.load(tmp_path / "h.ckpt", weights_only=True)["hyper_parameters"]["task"]["init_args"]["clusterer"]
+    assert type(spec["min_cluster_size"]) is int  # an integer scan stays integer
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:5]]
     scores = {float(r[0]): float(r[5]) for r in rows}
     best = max(scores, key=scores.get)

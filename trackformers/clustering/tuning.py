@@ -136,7 +136,7 @@ def write_tuned(source: str | Path, dest: str | Path, *, clusterer: str, param: 
     scores = table["trackml_score"].fillna(-1.0).to_numpy()
     if not len(scores):
         raise ValueError("empty scan table: nothing to choose from")
-    best = table.iloc[int(np.argmax(scores))]["value"]
+    best = table["value"].iloc[int(np.argmax(scores))]  # from the column: a row would upcast ints to float
     spec = {"name": clusterer, **(fixed or {}), param: best.item() if hasattr(best, "item") else best}
     payload = torch.load(source, map_location="cpu", weights_only=True)
     payload["hyper_parameters"]["task"]["init_args"]["clusterer"] = spec
