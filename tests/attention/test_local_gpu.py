@@ -127,3 +127,27 @@ def test_local_deterministic_backward_gpu(dtype):
     for name, g, g2, r, lo in zip(("dq", "dk", "dv"), runs[0], runs[1], ref[1:], low[1:]):
         assert torch.equal(g, g2), f"{name} differs between two deterministic runs"
         assert _rel(g, r) <= 2 * _rel(lo, r) + 1e-6, f"{name}: {_rel(g, r):.2e} > 2 × {_rel(lo, r):.2e}"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_local_atomic_backward_gpu(dtype):
+    """The one-pass backward with atomic dQ (not the default on the H100: slower there), pinned explicitly:
+    same error criterion."""
+    from dataclasses import replace
+
+    from trackformers.attention.local.config import ATOMIC_BWD, configs_for
+
+    torch.manual_seed(11)
+    lengths, w, d, h = [7919, 1, 20011, 0, 4099], 700, 64, 4
+    n = sum(lengths)
+    layout = AttentionLayout.from_lengths(lengths, device="cuda", window=w)
+    cu = layout.cu_seqlens.tolist()
+    q, k, v, do = (torch.randn(n, h, d, device="cuda", dtype=torch.float64) for _ in range(4))
+    ref = banded_attention(q, k, v, cu, w, d**-0.5, do)
+    low = banded_attention(*(t.to(dtype) for t in (q, k, v)), cu, w, d**-0.5, do.to(dtype))
+    cfg = replace(configs_for(d, 2), bwd=ATOMIC_BWD[d])
+    ins = [t.to(dtype).requires_grad_() for t in (q, k, v)]
+    F.local_attention(*ins, layout.cu_seqlens, layout.max_seqlen, w, cfg=cfg).backward(do.to(dtype))
+    for name, g, r, lo in zip(("dq", "dk", "dv"), (t.grad for t in ins), ref[1:], low[1:]):
+        assert torch.isfinite(g).all()
+        assert _rel(g, r) <= 2 * _rel(lo, r) + 1e-6, f"{name}: {_rel(g, r):.2e} > 2 × {_rel(lo, r):.2e}"

@@ -136,9 +136,12 @@ def _backward(do, q, k, v, o, lse, cu, groups, tables, w, full_w, scale, cfg: Ke
         for t in (dq, dk, dv):
             t.fill_(float("nan"))
     delta = torch.empty((h, n), dtype=torch.float32, device=q.device)
-    local_attn_bwd_delta[(triton.cdiv(n, 64), h)](o, do, delta, dq, n, o.stride(0), o.stride(1), do.stride(0),
-                                                   do.stride(1), n, dq.stride(0), dq.stride(1), HEAD_DIM=d,
-                                                   BLOCK=64, ZERO_DQ=atomic)
+    if POISON:
+        delta.fill_(float("nan"))
+    if atomic:
+        local_attn_bwd_delta[(triton.cdiv(n, 64), h)](o, do, delta, dq, n, o.stride(0), o.stride(1),
+                                                       do.stride(0), do.stride(1), n, dq.stride(0),
+                                                       dq.stride(1), HEAD_DIM=d, BLOCK=64, ZERO_DQ=True)
     g = groups if groups is not None else cu
     common = dict(HEAD_DIM=d, FULL_W=full_w, HAS_GROUPS=groups is not None, DOT_PREC=_dot_prec(q.dtype))
     strides = (q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), do.stride(0),
@@ -152,17 +155,17 @@ def _backward(do, q, k, v, o, lse, cu, groups, tables, w, full_w, scale, cfg: Ke
             scale * LOG2E, scale,
             BLOCK_M=c.block_m, BLOCK_N=c.block_n, **c.launch(), **common)
         return (dq if q.dtype == torch.float32 else dq.to(q.dtype)), dk, dv
+    c = cfg.dq  # first: it also writes delta, which the dK/dV kernel reads
+    blk_event, blk_start = tables(c.block_m)
+    local_attn_bwd_dq[(blk_event.numel(), h)](
+        q, k, v, do, dq, lse, delta, o, g, cu, blk_event, blk_start, *strides,
+        dq.stride(0), dq.stride(1), o.stride(0), o.stride(1), n, w, scale * LOG2E, scale,
+        BLOCK_M=c.block_m, BLOCK_N=c.block_n, **c.launch(), **common)
     c = cfg.dkdv
     blk_event, blk_start = tables(c.block_n)
     local_attn_bwd_dkdv[(blk_event.numel(), h)](
         q, k, v, do, dk, dv, lse, delta, g, cu, blk_event, blk_start, *strides,
         dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), n, w, scale * LOG2E, scale,
-        BLOCK_M=c.block_m, BLOCK_N=c.block_n, **c.launch(), **common)
-    c = cfg.dq
-    blk_event, blk_start = tables(c.block_m)
-    local_attn_bwd_dq[(blk_event.numel(), h)](
-        q, k, v, do, dq, lse, delta, g, cu, blk_event, blk_start, *strides,
-        dq.stride(0), dq.stride(1), n, w, scale * LOG2E, scale,
         BLOCK_M=c.block_m, BLOCK_N=c.block_n, **c.launch(), **common)
     return dq, dk, dv
 

@@ -1,13 +1,14 @@
 """Triton backward kernels of the ``local`` backend (FlashAttention-2 style, deterministic: no atomics).
 
-The default backward is the one-pass kernel of :mod:`.kernels_bwd_atomic` (dQ by fp32 atomics); this
-two-kernel path runs under ``torch.use_deterministic_algorithms(True)`` or where no fused config is pinned.
+This two-kernel path is the default (on the H100 it beat the one-pass kernel of :mod:`.kernels_bwd_atomic`,
+which adds dQ by fp32 atomics), and the only one under ``torch.use_deterministic_algorithms(True)``.
 
-1. ``local_attn_bwd_delta``: delta = rowsum(dO · O), fp32 (H, N_total) (and the atomic path's dQ zeroing).
-2. ``local_attn_bwd_dkdv``: one program per (key block, head) walks the query tiles of its band (the band is
-   symmetric, so the walk of the forward kernel serves with queries and keys swapped) and accumulates dK, dV
-   in registers.
-3. ``local_attn_bwd_dq``: one program per (query block, head) walks its key tiles and accumulates dQ.
+1. ``local_attn_bwd_dq``: one program per (query block, head) computes delta = rowsum(dO · O) of its rows
+   (fp32 (H, N_total), stored), then walks its key tiles and accumulates dQ.
+2. ``local_attn_bwd_dkdv`` (launched after, reads delta): one program per (key block, head) walks the query
+   tiles of its band (the band is symmetric, so the walk of the forward kernel serves with queries and keys
+   swapped) and accumulates dK, dV in registers.
+``local_attn_bwd_delta`` computes delta alone (and zeroes the dQ accumulator) for the atomic backward.
 The probabilities are recomputed from the saved base-2 log-sum-exp: P = exp2(q·k·scale·log2e − lse2).
 """
 
@@ -168,9 +169,9 @@ def _dq_tiles(dq, q, do, lse, delta, rows, g_rows, k_base, v_base, g_base, strid
 
 @triton.jit
 def local_attn_bwd_dq(
-    Q, K, V, DO, DQ, LSE, DELTA, G, CU, BLK_EVENT, BLK_START,
+    Q, K, V, DO, DQ, LSE, DELTA, O, G, CU, BLK_EVENT, BLK_START,
     stride_qn, stride_qh, stride_kn, stride_kh, stride_vn, stride_vh, stride_dn, stride_dh,
-    stride_dqn, stride_dqh, stride_lh, w, qk_scale, scale,
+    stride_dqn, stride_dqh, stride_on, stride_oh, stride_lh, w, qk_scale, scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     FULL_W: tl.constexpr, HAS_GROUPS: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
@@ -193,7 +194,12 @@ def local_attn_bwd_dq(
     do = tl.load(DO + (start + rows)[:, None] * stride_dn + h * stride_dh + offs_d[None, :],
                  mask=row_ok[:, None], other=0.0)
     lse = tl.load(LSE + h * stride_lh + start + rows, mask=row_ok, other=float("inf"))
-    delta = tl.load(DELTA + h * stride_lh + start + rows, mask=row_ok, other=0.0)
+    # delta = rowsum(dO·O) of this block's rows, computed here and stored for the dK/dV kernel that runs
+    # next (one launch fewer than a separate delta kernel)
+    o = tl.load(O + (start + rows)[:, None] * stride_on + h * stride_oh + offs_d[None, :],
+                mask=row_ok[:, None], other=0.0)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(DELTA + h * stride_lh + start + rows, delta, mask=row_ok)
     g_base = G + start
     g_rows = rows
     if HAS_GROUPS:
