@@ -107,3 +107,22 @@ def test_cuda_graph_and_components_equal_cpu(n: int) -> None:
     src, dst = window_graph(x.cuda(), 0.5, 1024)
     assert as_pairs(src.cpu(), dst.cpu()) == as_pairs(*window_graph(x, 0.5, 1024))
     assert torch.equal(connected_components(src, dst, n).cpu(), connected_components(src.cpu(), dst.cpu(), n))
+
+
+def test_far_from_origin_the_exact_distance_decides() -> None:
+    # |a|² ≈ 1e6 in float32: the product formula |a|² + |b|² − 2a·b cancels to garbage at the 0.06 level, far
+    # above r² = 1e-6; the recomputed differences decide (pairs 0-1 at ~0.98e-3, 1-2 at ~2e-3 apart).
+    x = torch.tensor([[1000.0, 0.0], [1000.0009765625, 0.0], [1000.0029296875, 0.0], [0.0, 1000.0]])
+    src, dst = window_graph(x, 1e-3, 2)
+    assert as_pairs(src, dst) == {(0, 1)}
+    labels = GPUClusterer(radius=1e-3, window=2)(x)
+    assert labels.tolist() == reference_window_clusters(x.numpy(), 1e-3, 2).tolist() == [0, 0, 1, 2]
+
+
+def test_candidates_beyond_the_radius_become_self_loops() -> None:
+    from trackformers.clustering.gpu import _clusterer_edges
+
+    x = torch.rand(301, 3, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    src, dst = _clusterer_edges(x, 0.2, 20, None, 1 << 24)
+    real = src != dst
+    assert as_pairs(src[real], dst[real]) == reference_pairs(x.numpy(), 0.2, 20)

@@ -3,13 +3,12 @@
 Hits arrive φ-sorted (the encoder's order), so hits of one track sit close together in that order. Each hit's
 candidate neighbours are the positions within ``±window`` of it, cyclically (φ wraps at ±π, so the first and
 last hits of the order are neighbours). Candidates closer than ``radius`` in the embedding are linked (at most
-the ``k`` nearest per hit when ``k`` is set). Without ``k`` the graph is built band-wise: rows in blocks of
-``R`` consecutive positions, each block against the ``R + window`` positions after its start in one batched
-matrix product, the forward band (offsets 1..window) cut out of the result by a strided view; a few blocks
-per launch and one ``nonzero`` per filled buffer, so a 57k-hit event costs a few dozen kernels and one host
-synchronisation. Components are found by Shiloach–Vishkin-style hooking (``scatter_reduce`` with ``amin``,
-on the endpoints and on their labels) plus pointer jumping, a few rounds between convergence checks;
-everything is torch on ``x``'s device, CPU included, and memory stays O(chunk + N·window/8 + edges).
+the ``k`` nearest per hit when ``k`` is set). Without ``k`` the graph is built band-wise from batched matrix
+products, then each candidate's distance is recomputed exactly (:mod:`trackformers.clustering.band_graph`);
+a 57k-hit event costs a few dozen kernels and one host synchronisation. Components are found by
+Shiloach–Vishkin-style hooking (``scatter_reduce`` with ``amin``, on the endpoints and on their labels) plus
+pointer jumping, three rounds between convergence checks; everything is torch on ``x``'s device, CPU
+included, and memory stays O(chunk + N·window/8 + edges).
 
 :func:`reference_window_clusters` is the plain NumPy/SciPy version the tests compare against.
 """
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from trackformers.clustering.band_graph import band_candidates, band_edges
 from trackformers.clustering.protocol import check_inputs, register
 
 #: Elements of one block's distance matrix (64 MiB in fp32); sets the block size.
@@ -46,63 +46,14 @@ def _keep_k_nearest(src: Tensor, dst: Tensor, d2: Tensor, k: int) -> tuple[Tenso
     return src[keep], dst[keep]
 
 
-def _band_edges(x: Tensor, r2: float, w: int, max_elements: int) -> tuple[Tensor, Tensor]:
-    """Forward-band edges ``(i, (i + o) mod N)``, ``1 <= o <= w``, with squared distance <= ``r2``.
-
-    Every pair within cyclic distance ``w`` is one forward offset of one of its ends, so for ``w < N``
-    these edges are the whole windowed radius graph. Rows go in blocks of ``R`` positions; block ``b``
-    meets the ``R + w`` positions from ``b·R`` on (indices mod N), and row ``i`` of the block's
-    ``(R, R + w)`` distance matrix holds offset ``o`` at column ``i + o``: the band is the strided view
-    ``(R, w)`` with row stride ``R + w + 1``. Band masks collect in a bool buffer; one ``nonzero`` per
-    full buffer (one for a whole 57k-hit event at the default bound) turns them into edges.
-    """
-    n, dim = x.shape
-    rows = max(1, min(w, int(((w * w + 4 * max_elements) ** 0.5 - w) / 2)))  # R·(R + w) <= max_elements
-    width = rows + w
-    n_blocks = -(-n // rows)
-    per_launch = max(1, max_elements // (rows * width))
-    per_flush = max(per_launch, (4 * max_elements) // (rows * w))
-    ext = x[torch.arange(n_blocks * rows + w, device=x.device) % n]  # positions past N wrap around
-    sq = (ext * ext).sum(1)
-    buf = torch.empty((min(per_flush, n_blocks), rows, w), dtype=torch.bool, device=x.device)
-    srcs, dsts = [], []
-    filled, first = 0, 0  # blocks in the buffer; index of its first block
-
-    def flush() -> None:
-        if n_blocks * rows > n and first + filled == n_blocks:  # rows past N in the last block are padding
-            buf[filled - 1, n - (n_blocks - 1) * rows:] = False
-        b, i, o = torch.nonzero(buf[:filled], as_tuple=True)
-        src = (b + first) * rows + i
-        srcs.append(src)
-        dsts.append((src + o + 1) % n)
-
-    for b0 in range(0, n_blocks, per_launch):
-        b1 = min(n_blocks, b0 + per_launch)
-        q = ext[b0 * rows:b1 * rows].view(b1 - b0, rows, dim)
-        cand = ext.as_strided((b1 - b0, width, dim), (rows * dim, dim, 1), b0 * rows * dim)
-        cand_sq = sq.as_strided((b1 - b0, 1, width), (rows, width, 1), b0 * rows)
-        # Same arithmetic as _sq_dist: (|b|² - 2 a·b) + |a|², in x's dtype.
-        d2 = torch.baddbmm(cand_sq, q, cand.transpose(1, 2), alpha=-2.0)
-        d2.add_(sq[b0 * rows:b1 * rows].view(b1 - b0, rows, 1))
-        hit = d2 <= r2
-        band = hit.as_strided((b1 - b0, rows, w), (rows * width, width + 1, 1), 1)
-        if filled + (b1 - b0) > buf.shape[0]:
-            flush()
-            first, filled = b0, 0
-        buf[filled:filled + (b1 - b0)] = band
-        filled += b1 - b0
-    flush()
-    return torch.cat(srcs), torch.cat(dsts)
-
-
 def window_graph(x: Tensor, radius: float, window: int | None = None, k: int | None = None,
                  max_elements: int = _MAX_ELEMENTS) -> tuple[Tensor, Tensor]:
     """Edges between hits within ``window`` positions (cyclic) and ``radius`` (embedding units).
 
-    Without ``k``: :func:`_band_edges` (each undirected pair once, as a forward offset, when
-    ``2·window < N``). With ``k``:
-    rows in blocks of ``B`` consecutive positions, a block's candidates the contiguous band
-    ``[start - window, end + window)`` (cyclic), then the ``k`` nearest linked candidates per hit.
+    Without ``k``: :func:`~trackformers.clustering.band_graph.band_edges` (each undirected pair once, as a
+    forward offset, when ``2·window < N``). With ``k``: rows in blocks of ``B`` consecutive positions, a
+    block's candidates the contiguous band ``[start - window, end + window)`` (cyclic), then the ``k``
+    nearest linked candidates per hit.
 
     Args:
         x: ``(N, D)`` embedding, rows in φ order.
@@ -121,7 +72,7 @@ def window_graph(x: Tensor, radius: float, window: int | None = None, k: int | N
     x = x if x.dtype in (torch.float32, torch.float64) else x.float()
     r2 = float(radius) ** 2
     if k is None:
-        return _band_edges(x, r2, min(w, n - 1), max_elements) if w > 0 else (empty, empty)
+        return band_edges(x, r2, min(w, n - 1), max_elements) if w > 0 else (empty, empty)
     return _knn_window_graph(x, r2, w, int(k), max_elements)
 
 
@@ -156,34 +107,51 @@ def _knn_window_graph(x: Tensor, r2: float, w: int, k: int, max_elements: int) -
 
 
 #: Hooking rounds between two convergence checks (each check is one host synchronisation).
-_ROUNDS_PER_CHECK = 2
+_ROUNDS_PER_CHECK = 3
 
 
 def connected_components(src: Tensor, dst: Tensor, n: int) -> Tensor:
     """``(n,)`` int64 component ids (the smallest node index of each component) of an undirected graph.
 
-    Each round hooks, for every edge (u, v) with labels (f_u, f_v): the label of f_u's and f_v's trees
-    (``f[f_u] = min(f[f_u], f_v)`` and vice versa) and the endpoints themselves (``f[u] = min(f[u], f_v)``),
-    then jumps pointers twice (``f = f[f]``). Labels are always nodes of the same component and never grow;
-    the loop stops when every edge joins equal labels and ``f`` is a star, which makes each component's
-    label its smallest node. A scrambled 1000-node path takes ~8 rounds (plain min-label propagation:
-    hundreds); a μ = 200 event's graph 5.
+    Each round, over both directions (u, v) of every edge with labels (f_u, f_v): hooks the tree of f_u
+    under f_v where f_v < f_u (``f[f_u] = min(f[f_u], f_v)``) and the node itself (``f[u] = min(f[u], f_v)``),
+    then jumps pointers twice (``f = f[f]``). Edges that would not lower a root write their own node's label
+    to their own node instead (a no-op), so late rounds do not pile atomic updates onto one big root.
+    Labels are always nodes of the same component and never grow; the loop stops when every edge joins
+    equal labels and ``f`` is a star, which makes each component's label its smallest node. A scrambled
+    1000-node path takes ~8 rounds (plain min-label propagation: hundreds); a μ = 200 event's graph 5.
+    Self-loops and repeated edges are allowed.
     """
     labels = torch.arange(n, dtype=torch.int64, device=src.device)
     if len(src) == 0:
         return labels
+    s, d = torch.cat([src, dst]), torch.cat([dst, src])
     while True:
         for _ in range(_ROUNDS_PER_CHECK):
-            fu, fv = labels[src], labels[dst]
-            low = torch.minimum(fu, fv)
-            labels = labels.scatter_reduce(0, fu, fv, reduce="amin").scatter_reduce(0, fv, fu, reduce="amin")
-            labels = labels.scatter_reduce(0, src, low, reduce="amin").scatter_reduce(0, dst, low, reduce="amin")
+            fs, fd = labels[s], labels[d]
+            lower = fd < fs
+            labels.scatter_reduce_(0, torch.where(lower, fs, s), torch.where(lower, fd, fs), reduce="amin")
+            labels.scatter_reduce_(0, s, fd, reduce="amin")
             labels = labels[labels]  # two pointer jumps: f ← f∘f∘f∘f
             labels = labels[labels]
         jumped = labels[labels]
         if bool(((jumped[src] == jumped[dst]).all() & (jumped == labels).all()).item()):
             return labels
         labels = jumped
+
+
+def _clusterer_edges(x: Tensor, radius: float, window: int | None, k: int | None,
+                     max_elements: int) -> tuple[Tensor, Tensor]:
+    """The edges of :func:`window_graph`, possibly with extra self-loops (harmless to the components):
+    without ``k``, candidates beyond the radius become self-loops instead of being filtered out, which
+    would cost a host synchronisation."""
+    n = x.shape[0]
+    w = n if window is None else max(0, min(int(window), n))
+    if k is not None or n < 2 or w == 0:
+        return window_graph(x, radius, window, k, max_elements)
+    x = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    src, dst, within = band_candidates(x, float(radius) ** 2, min(w, n - 1), max_elements)
+    return src, torch.where(within, dst, src)
 
 
 def _root_ids(labels: Tensor) -> Tensor:
@@ -219,7 +187,7 @@ class GPUClusterer:
         if phi is not None:
             order = torch.argsort(phi.detach(), stable=True)
             x = x[order]
-        src, dst = window_graph(x, self.radius, self.window, self.k, self.max_elements)
+        src, dst = _clusterer_edges(x, self.radius, self.window, self.k, self.max_elements)
         labels = _root_ids(connected_components(src, dst, n))
         if order is not None:
             labels = torch.empty_like(labels).scatter_(0, order, labels)
