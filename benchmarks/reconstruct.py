@@ -11,6 +11,7 @@ the DM efficiency / fake rate of the submissions, and writes the records as JSON
     python benchmarks/reconstruct.py --device cuda --bf16 --cuda-graphs --clusterers gpu ...
     python benchmarks/reconstruct.py --device cuda --bf16 --profile out/profile --old-clusterer old_gpu.py
 
+``--compile`` compiles the encoder's norms and MLPs (:func:`trackformers.fused.compile_pointwise`).
 ``--cuda-graphs`` replays the model from CUDA graphs (:class:`trackformers.cuda_graph.GraphedForward`); every
 event is reconstructed once untimed first, so the timed runs replay graphs captured then. ``--profile DIR``
 instead splits one event's reconstruction into sub-stages (median wall ms of ``--repeats``, CUDA-synchronised)
@@ -68,6 +69,8 @@ def parse_args() -> argparse.Namespace:
                    help="override a clusterer setting, e.g. gpu.radius=0.3")
     p.add_argument("--json", default=None, help="write the records here")
     p.add_argument("--cuda-graphs", action="store_true", help="replay the model from CUDA graphs")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the encoder's norms and MLPs (trackformers.fused); with --profile: also")
     p.add_argument("--profile", default=None, metavar="DIR", help="profile one event's stages, write tables here")
     p.add_argument("--old-clusterer", default=None, metavar="FILE",
                    help="with --profile: a module file whose GPUClusterer is timed and compared with the current")
@@ -136,6 +139,10 @@ def main() -> int:
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.bf16 else \
         contextlib.nullcontext
     forward = None
+    if args.compile and not args.profile:
+        from trackformers.fused import compile_pointwise
+
+        compile_pointwise(module)
     if args.cuda_graphs:
         from trackformers.cuda_graph import GraphedForward
 
@@ -199,6 +206,7 @@ def main() -> int:
             "hits_mean": statistics.mean(len(e) for e in events),
             "bf16": args.bf16, "backend": args.backend, "checkpoint": ckpt.name, "cuda_graphs": args.cuda_graphs,
             "warmup_s": warmup_s, "graphs": None if forward is None else len(forward.graphs),
+            "compile": args.compile,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     print(json.dumps(meta))
     if args.json:

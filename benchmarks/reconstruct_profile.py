@@ -48,6 +48,22 @@ def _kernel_summary(prof: Any) -> dict[str, float]:
     return {"kernels": count, "kernel_ms": total / 1e3}
 
 
+def cold_forward(module: Any, events: list, ms: dict[str, float], sync: Callable[[], None],
+                 label: str = "") -> None:
+    """The eager forward as the benchmark meets it: a different event each time, right after its packing
+    on the CPU (tens of ms without GPU work); median over the events, twice round."""
+    times = []
+    for event in events + events:
+        batch = pack_events([event], module.feature_config, targets=False).to(module.device)
+        sync()
+        t0 = time.perf_counter()
+        module(batch)
+        sync()
+        times.append(time.perf_counter() - t0)
+    ms[f"forward eager {label}after packing"] = 1e3 * statistics.median(times)
+    print(f"forward eager {label}after packing: {ms[f'forward eager {label}after packing']:.3f} ms", flush=True)
+
+
 def profile(args: Any, module: Any, events: list, device: torch.device, autocast: Callable[[], Any],
             forward: Any) -> int:
     from torch.profiler import ProfilerActivity
@@ -118,6 +134,10 @@ def profile(args: Any, module: Any, events: list, device: torch.device, autocast
         if old is not None:
             labels_old = timed("clustering gpu (old)", lambda: cluster_per_event(x, batch, old))
             ms["old_equals_current"] = bool(torch.equal(labels, labels_old))  # type: ignore[assignment]
+            # Same partition iff the (old, current) label pairs are as many as the tracks of each.
+            ms["tracks_current"] = int(labels.max()) + 1
+            ms["tracks_old"] = int(labels_old.max()) + 1
+            ms["tracks_old_x_current"] = int(torch.unique(labels_old * (ms["tracks_current"] + 1) + labels).numel())
             print(f"old == current labels: {ms['old_equals_current']}", flush=True)
         timed("reconstruct eager", lambda: module.reconstruct(event, clusterer=clusterer))
         if forward is not None:
@@ -128,6 +148,24 @@ def profile(args: Any, module: Any, events: list, device: torch.device, autocast
         profiled("clustering", lambda: cluster_per_event(x, batch, clusterer))
         if old is not None:
             profiled("clustering_old", lambda: cluster_per_event(x, batch, old))
+        cold_forward(module, events, ms, sync)
+        if args.compile:
+            from trackformers.cuda_graph import GraphedForward
+            from trackformers.fused import compile_pointwise
+
+            t0 = time.perf_counter()
+            compile_pointwise(module)
+            module(batch)
+            sync()
+            ms["compile_s"] = time.perf_counter() - t0
+            compiled = timed("forward eager, compiled", lambda: module(batch))
+            key = next(iter(outputs))
+            ms["compiled_vs_eager_max_abs_diff"] = float((compiled[key] - outputs[key]).abs().max())
+            graphed_c = GraphedForward(module)
+            timed("forward graph, compiled", lambda: graphed_c(batch))
+            ms["graph_compiled_eager_reason"] = graphed_c.reason  # type: ignore[assignment]
+            profiled("forward_graph_compiled", lambda: graphed_c(batch))
+            cold_forward(module, events, ms, sync, "compiled ")
     summary = {"hits": len(event.hits), "repeats": reps, "ms": ms, "profiles": tables,
                "device": torch.cuda.get_device_name(device) if cuda else "cpu", "torch": torch.__version__,
                "bf16": args.bf16, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
