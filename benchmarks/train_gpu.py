@@ -46,6 +46,9 @@ class Curve(pl.Callback):
         self.rows: list[dict[str, float]] = []
         self.t0 = time.time()
         self.step_offset = 0
+        self.best_score = -1.0
+        self.best_state: dict[str, torch.Tensor] | None = None  # weights at the best validation TrackML score
+        self.best_step = -1
 
     def on_validation_end(self, trainer: Any, module: Any) -> None:
         if trainer.sanity_checking:
@@ -56,6 +59,10 @@ class Curve(pl.Callback):
                 row[k] = float(v)
         self.rows.append(row)
         print("curve", json.dumps(row), flush=True)
+        score = row.get("val/trackml_score", float("nan"))
+        if score == score and score > self.best_score:  # long runs at a constant rate can fall apart (run G)
+            self.best_score, self.best_step = score, row["step"]
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
 class DataWait(pl.Callback):
@@ -106,6 +113,14 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def one_cycle(args: argparse.Namespace) -> dict[str, Any]:
+    """Warm-up over 10 % of ``--one-cycle`` steps to ``--lr``, cosine decay to lr / 1000 at the end; the run
+    must stop by then (``--max-steps`` is set to it), since OneCycleLR refuses to step past its total."""
+    lr = 1e-3 if args.lr is None else args.lr
+    return {"class_path": "torch.optim.lr_scheduler.OneCycleLR",
+            "init_args": {"max_lr": lr, "total_steps": args.one_cycle, "pct_start": 0.1}}
+
+
 def build(args: argparse.Namespace) -> TrackingModule:
     if args.resume:
         module = TrackingModule.load_checkpoint(args.resume, backend=args.backend)
@@ -115,7 +130,11 @@ def build(args: argparse.Namespace) -> TrackingModule:
         if args.encoder_window is not None:  # the attention half-width is a layout choice, not a weight
             module.encoder.window = args.encoder_window
             module.hparams["encoder"]["init_args"]["window"] = args.encoder_window
-        if args.decay_steps:  # fine-tuning: linear decay of the learning rate to 10 % over decay_steps
+        if args.lr is not None:
+            module.hparams["optimizer"]["init_args"]["lr"] = args.lr
+        if args.one_cycle:
+            module.hparams["scheduler"] = one_cycle(args)
+        elif args.decay_steps:  # fine-tuning: linear decay of the learning rate to 10 % over decay_steps
             module.hparams["scheduler"] = {
                 "class_path": "torch.optim.lr_scheduler.LinearLR",
                 "init_args": {"start_factor": 1.0, "end_factor": 0.1, "total_iters": args.decay_steps},
@@ -140,8 +159,9 @@ def build(args: argparse.Namespace) -> TrackingModule:
             },
         },
         task={"class_path": f"trackformers.models.tasks.{name}", "init_args": dict(init)},
-        optimizer={"class_path": "torch.optim.AdamW", "init_args": {"lr": args.lr, "weight_decay": 0.01}},
-        scheduler={
+        optimizer={"class_path": "torch.optim.AdamW",
+                   "init_args": {"lr": 1e-3 if args.lr is None else args.lr, "weight_decay": 0.01}},
+        scheduler=one_cycle(args) if args.one_cycle else {
             "class_path": "torch.optim.lr_scheduler.LinearLR",
             "init_args": {"start_factor": 0.05, "total_iters": 300},
         },
@@ -281,7 +301,9 @@ def main() -> None:
     p.add_argument("--neg-eta-slices", type=int, default=None, help="contrastive negatives within η-slices")
     p.add_argument("--backend", default="local")
     p.add_argument("--precision", default="bf16-mixed")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3; also on resume)")
+    p.add_argument("--one-cycle", type=int, default=0, help="steps of a one-cycle schedule (one phase only)")
+    p.add_argument("--keep-best", action="store_true", help="evaluate/export the best-validated weights")
     p.add_argument("--max-hits", type=int, default=60_000)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--val-every", type=int, default=200)
@@ -302,6 +324,10 @@ def main() -> None:
     p.add_argument("--save-ckpt", action="store_true")
     p.add_argument("--out", required=True)
     args = p.parse_args()
+    if args.one_cycle:
+        if len(args.phases.split(",")) != 1:
+            p.error("--one-cycle needs a single phase (each phase builds a new optimiser)")
+        args.max_steps = args.one_cycle if args.max_steps < 0 else min(args.max_steps, args.one_cycle)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.train_seed)
@@ -313,6 +339,9 @@ def main() -> None:
     t0 = time.time()
     steps = train(module, args, curve, wait)
     train_s = time.time() - t0
+    if args.keep_best and curve.best_state is not None:
+        module.load_state_dict(curve.best_state)
+        print(f"keep-best: weights of step {curve.best_step} (val TrackML score {curve.best_score:.4f})", flush=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module = module.to(device).eval()
 
@@ -326,6 +355,7 @@ def main() -> None:
         "params": n_params,
         "curve": curve.rows,
         "data_wait": wait.summary(),
+        "kept_best_step": curve.best_step if args.keep_best else None,
         "results": {},
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,

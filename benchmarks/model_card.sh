@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The model card's numbers for the shipped checkpoint: test events (seed 2000003, never used in training) of the
+# built-in engine at mu = 0, 20, 200 and, when given, ACTS-engine events, reconstructed and evaluated by the
+# real console command. Per-stage latency (ms/event) and the metrics table are printed by `reconstruct`.
+#
+#   bash benchmarks/model_card.sh OUT [ACTS_DIR] [--clusterer NAME --param K=V ...]
+#
+# ACTS_DIR holds mu0/, mu20/, mu200/ folders of TrackML CSV(.gz) events written by
+#   trackformers simulate --engine acts --events 3 --pileup MU --seed 2000003 --volumes 7,8,9 --out ACTS_DIR/muMU
+set -euo pipefail
+out=$1; shift
+acts=""
+if [[ $# -gt 0 && $1 != --* ]]; then acts=$1; shift; fi
+for mu in 0 20 200; do
+    n=9; [[ $mu == 200 ]] && n=3
+    python -m trackformers simulate --events $n --pileup $mu --seed 2000003 --first-event-id 2000003 \
+        --volumes 7,8,9 --out "$out/events/mu$mu" --quiet
+    echo "== built-in mu=$mu ($n events) $*"
+    python -m trackformers reconstruct "$out/events/mu$mu" --out "$out/sub/mu$mu" --evaluate --no-progress "$@"
+    if [[ -n $acts && -d $acts/mu$mu ]]; then
+        echo "== ACTS mu=$mu $*"
+        python -m trackformers reconstruct "$acts/mu$mu" --out "$out/sub/acts$mu" --evaluate --no-progress "$@"
+    fi
+done
