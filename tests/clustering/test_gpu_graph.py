@@ -126,3 +126,19 @@ def test_candidates_beyond_the_radius_become_self_loops() -> None:
     src, dst = _clusterer_edges(x, 0.2, 20, None, 1 << 24)
     real = src != dst
     assert as_pairs(src[real], dst[real]) == reference_pairs(x.numpy(), 0.2, 20)
+
+
+@pytest.mark.parametrize("k", [None, 3])
+def test_a_callers_autocast_does_not_lower_the_distance_precision(k: int | None) -> None:
+    # Inside bf16 autocast (the model's inference context) matrix products would run in bf16 and link or
+    # miss pairs near the radius; the clusterer computes in x's precision regardless.
+    x = torch.nn.functional.normalize(torch.randn(3001, 16, generator=torch.Generator().manual_seed(2)), dim=1)
+    x = x * 0.1 + torch.tensor([1.0] + [0.0] * 15)  # clustered far from the origin: many pairs near the radius
+    clusterer = GPUClusterer(radius=0.1, k=k, window=64)
+    want = clusterer(x)
+    assert 100 < int(want.max()) < 2900  # a partition with many non-trivial tracks
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = clusterer(x)
+        src, dst = window_graph(x, 0.1, 64, k)
+    assert torch.equal(got, want)
+    assert as_pairs(src, dst) == as_pairs(*window_graph(x, 0.1, 64, k))

@@ -71,9 +71,12 @@ def window_graph(x: Tensor, radius: float, window: int | None = None, k: int | N
     w = n if window is None else max(0, min(int(window), n))
     x = x if x.dtype in (torch.float32, torch.float64) else x.float()
     r2 = float(radius) ** 2
-    if k is None:
-        return band_edges(x, r2, min(w, n - 1), max_elements) if w > 0 else (empty, empty)
-    return _knn_window_graph(x, r2, w, int(k), max_elements)
+    # Distances in x's precision even inside a caller's autocast region (bf16 products would link or
+    # miss pairs near the radius).
+    with torch.autocast(x.device.type, enabled=False):
+        if k is None:
+            return band_edges(x, r2, min(w, n - 1), max_elements) if w > 0 else (empty, empty)
+        return _knn_window_graph(x, r2, w, int(k), max_elements)
 
 
 def _knn_window_graph(x: Tensor, r2: float, w: int, k: int, max_elements: int) -> tuple[Tensor, Tensor]:
@@ -150,7 +153,8 @@ def _clusterer_edges(x: Tensor, radius: float, window: int | None, k: int | None
     if k is not None or n < 2 or w == 0:
         return window_graph(x, radius, window, k, max_elements)
     x = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    src, dst, within = band_candidates(x, float(radius) ** 2, min(w, n - 1), max_elements)
+    with torch.autocast(x.device.type, enabled=False):  # see window_graph
+        src, dst, within = band_candidates(x, float(radius) ** 2, min(w, n - 1), max_elements)
     return src, torch.where(within, dst, src)
 
 
