@@ -212,7 +212,15 @@ HEADER = (f"{'N':>7} {'D':>3} {'w':>5} {'case':<8} {'backend':<9} {'build':>8} {
 
 
 def sweep(args) -> list[dict]:
-    """Time each candidate tile config of each local kernel (the others fixed at the running best)."""
+    """Time each candidate tile config of each local kernel (the others fixed at the running best).
+
+    Kinds: "fwd" (forward alone), "dkdv" / "dq" (the whole two-kernel backward), "bwd" (the whole atomic
+    backward; kept only if it beats the two-kernel one), "affine" (forward + backward with affine interior
+    tiles on and off). ``--warm-only`` launches each candidate once (compiles it into Triton's cache), so
+    several such processes can compile in parallel before the timed sweep.
+    """
+    from dataclasses import replace
+
     from trackformers.attention.local import config as C
     from trackformers.attention.local.function import _backward, _forward, _Tables
 
@@ -228,40 +236,60 @@ def sweep(args) -> list[dict]:
             scale = d ** -0.5
             o, lse = _forward(q, k, v, cu, None, tables, w, False, scale, base, True)
             split_ms = None
+
+            def fwd_bwd(cfg, ins=(q, k, v, do, o, lse, cu, tables, w, scale)):
+                q, k, v, do, o, lse, cu, tables, w, scale = ins
+                _forward(q, k, v, cu, None, tables, w, False, scale, cfg, False)
+                _backward(do, q, k, v, o, lse, cu, None, tables, w, False, scale, cfg, False)
+
             for kind in args.kinds.split(","):
                 best = None
-                for cand in C.candidates(kind, d):
-                    cfg = C.KernelConfigs(**{**base.__dict__, kind: cand})
-                    if kind == "fwd":
+                cands = [True, False] if kind == "affine" else C.candidates(kind, d)
+                for cand in cands:
+                    if kind == "affine":
+                        cfg = replace(base, affine=cand)
+                        fn = partial(fwd_bwd, cfg)
+                    elif kind == "fwd":
+                        cfg = replace(base, fwd=cand)
                         fn = partial(_forward, q, k, v, cu, None, tables, w, False, scale, cfg, False)
                     else:  # the whole backward, atomic for "bwd", the two-kernel path for dkdv / dq
+                        cfg = replace(base, **{kind: cand})
                         fn = partial(_backward, do, q, k, v, o, lse, cu, None, tables, w, False, scale, cfg,
                                      kind == "bwd")
+                    label = cand if kind == "affine" else tuple(cand.__dict__.values())
                     try:
+                        if args.warm_only:
+                            fn()
+                            torch.cuda.synchronize()
+                            continue
                         ms = bench(fn, warmup=10, rep=40)
                     except Exception as err:
-                        print(f"  {kind} {cand}: {type(err).__name__}", flush=True)
+                        print(f"  {kind} {label}: {type(err).__name__}: {str(err)[:200]}", flush=True)
                         continue
-                    print(f"  D={d} w={w} {kind} {tuple(cand.__dict__.values())}: {ms:.3f} ms", flush=True)
-                    rows.append(dict(kind=kind, d=d, w=w, n=n, cfg=cand.__dict__, ms=ms))
+                    print(f"  D={d} w={w} {kind} {label}: {ms:.3f} ms", flush=True)
+                    rows.append(dict(kind=kind, d=d, w=w, n=n, cfg=label, ms=ms))
                     if best is None or ms < best[0]:
                         best = (ms, cand)
-                if best is not None:
-                    base = C.KernelConfigs(**{**base.__dict__, kind: best[1]})
-                    if kind in ("dkdv", "dq"):
-                        split_ms = best[0]
-                    if kind == "bwd":
-                        if split_ms is None:
-                            split_ms = bench(partial(_backward, do, q, k, v, o, lse, cu, None, tables, w, False,
-                                                     scale, base, False), warmup=10, rep=40)
-                        print(f"  D={d} w={w} backward: atomic {best[0]:.3f} ms, two-kernel {split_ms:.3f} ms",
-                              flush=True)
-                        rows.append(dict(kind="split", d=d, w=w, n=n, ms=split_ms))
-                        if split_ms < best[0]:
-                            base = C.KernelConfigs(**{**base.__dict__, "bwd": None})
+                if best is None:
+                    continue
+                base = replace(base, **{kind: best[1]})
+                if kind in ("dkdv", "dq"):
+                    split_ms = best[0]
+                if kind == "bwd":
+                    if split_ms is None:
+                        split_ms = bench(partial(_backward, do, q, k, v, o, lse, cu, None, tables, w, False,
+                                                 scale, base, False), warmup=10, rep=40)
+                    print(f"  D={d} w={w} backward: atomic {best[0]:.3f} ms, two-kernel {split_ms:.3f} ms",
+                          flush=True)
+                    rows.append(dict(kind="split", d=d, w=w, n=n, ms=split_ms))
+                    if split_ms < best[0]:
+                        base = replace(base, bwd=None)
+            if args.warm_only:
+                continue
             print(f"BEST D={d} w={w}: {base}", flush=True)
             best_all[str(d)] = {k: None if getattr(base, k) is None else getattr(base, k).__dict__
                                 for k in ("fwd", "dkdv", "dq", "bwd")}
+            best_all[str(d)]["affine"] = base.affine
             if args.tuned_out:
                 with open(args.tuned_out, "w") as fh:
                     json.dump(best_all, fh, indent=1)
@@ -370,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write all rows and the environment here (rewritten after every row)")
     p.add_argument("--tuned", help="tile configs of `local` from a sweep's --tuned-out JSON")
     p.add_argument("--tuned-out", help="with --sweep: write the best configs per head dim here")
-    p.add_argument("--kinds", default="fwd,dkdv,dq,bwd", help="with --sweep: the kernels to sweep, in order")
+    p.add_argument("--kinds", default="fwd,dkdv,dq,affine", help="with --sweep: what to sweep, in order")
+    p.add_argument("--warm-only", action="store_true", help="with --sweep: compile the candidates, time nothing")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("needs a CUDA GPU", file=sys.stderr)

@@ -41,6 +41,9 @@ class KernelConfigs:
     dkdv: TileConfig
     dq: TileConfig
     bwd: TileConfig | None = None
+    #: interior tiles off the φ seam index keys/queries affinely (one scalar shift per tile) instead of a
+    #: per-element wrap; the one interior tile on the seam takes the masked path (forward and two-kernel bwd)
+    affine: bool = True
 
 
 #: Configuration used under TRITON_INTERPRET=1 (tests on CPU): small tiles, many of them.
@@ -76,18 +79,15 @@ def configs_for(head_dim: int, elem_bytes: int) -> KernelConfigs:
     if elem_bytes == 4:
         return KernelConfigs(*(c if c is None else
                                TileConfig(max(16, c.block_m // 2), max(16, c.block_n // 2), c.num_warps, 2, None)
-                               for c in (cfg.fwd, cfg.dkdv, cfg.dq, cfg.bwd)))
+                               for c in (cfg.fwd, cfg.dkdv, cfg.dq, cfg.bwd)), affine=cfg.affine)
     return cfg
 
 
 #: Sweep sets per kernel, (block_m, block_n, num_warps, num_stages); for dkdv block_n is the outer key block.
 _CANDIDATES = {
-    "fwd": [(64, 64, 4, 3), (64, 64, 4, 3, 168), (128, 64, 8, 2), (128, 64, 8, 2, 128), (128, 64, 8, 3, 168),
-            (128, 128, 8, 2), (64, 128, 4, 2), (64, 32, 4, 4)],
-    "dkdv": [(32, 128, 4, 3), (32, 128, 8, 3), (32, 128, 4, 5), (64, 128, 8, 3), (64, 128, 4, 3),
-             (64, 64, 4, 3), (128, 64, 4, 2), (128, 64, 8, 3), (32, 64, 4, 4), (128, 128, 8, 2)],
-    "dq": [(128, 32, 4, 4), (128, 32, 8, 3), (128, 64, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3),
-           (64, 32, 4, 4), (128, 128, 8, 2), (128, 64, 4, 4), (64, 64, 4, 4)],
+    "fwd": [(64, 64, 4, 3), (64, 64, 4, 3, 168), (64, 32, 4, 4), (64, 64, 4, 3, 128)],
+    "dkdv": [(128, 64, 4, 2), (64, 128, 8, 2), (64, 64, 4, 3), (128, 64, 8, 2), (32, 64, 4, 4)],
+    "dq": [(64, 64, 4, 3), (64, 64, 4, 3, 168), (64, 32, 4, 4), (128, 32, 8, 3)],
     "bwd": [(64, 128, 8, 2), (64, 128, 8, 1), (32, 128, 8, 2), (32, 128, 8, 3), (64, 64, 4, 2),
             (64, 64, 8, 2), (32, 64, 4, 3), (16, 64, 4, 3), (128, 64, 8, 2), (64, 128, 4, 2)],
 }
@@ -105,4 +105,5 @@ def set_tuned(table: dict) -> None:
     """Override :data:`TUNED` from a sweep's JSON ({"64": {"fwd": {...}, "dkdv": {...}, "dq": {...},
     "bwd": {...} or null}})."""
     for d, kinds in table.items():
-        TUNED[int(d)] = KernelConfigs(**{k: None if v is None else TileConfig(**v) for k, v in kinds.items()})
+        TUNED[int(d)] = KernelConfigs(**{k: v if v is None or isinstance(v, bool) else TileConfig(**v)
+                                         for k, v in kinds.items()})

@@ -116,7 +116,7 @@ def _forward(q, k, v, cu, groups, tables, w, full_w, scale, cfg: KernelConfigs, 
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0),
         out.stride(1), n, w, scale * LOG2E,
         HEAD_DIM=d, BLOCK_M=cfg.fwd.block_m, BLOCK_N=cfg.fwd.block_n, FULL_W=full_w,
-        HAS_GROUPS=groups is not None, SAVE_LSE=save_lse, DOT_PREC=_dot_prec(q.dtype),
+        HAS_GROUPS=groups is not None, SAVE_LSE=save_lse, DOT_PREC=_dot_prec(q.dtype), AFFINE=cfg.affine,
         **cfg.fwd.launch())
     return out, (lse if save_lse else None)
 
@@ -155,6 +155,7 @@ def _backward(do, q, k, v, o, lse, cu, groups, tables, w, full_w, scale, cfg: Ke
             scale * LOG2E, scale,
             BLOCK_M=c.block_m, BLOCK_N=c.block_n, **c.launch(), **common)
         return (dq if q.dtype == torch.float32 else dq.to(q.dtype)), dk, dv
+    common["AFFINE"] = cfg.affine
     c = cfg.dq  # first: it also writes delta, which the dK/dV kernel reads
     blk_event, blk_start = tables(c.block_m)
     local_attn_bwd_dq[(blk_event.numel(), h)](

@@ -17,7 +17,13 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from trackformers.attention.local.kernels_fwd import band_mask, band_range, wrap
+from trackformers.attention.local.kernels_fwd import (
+    band_mask,
+    band_mask_lin,
+    band_range,
+    seam_split,
+    tile_index,
+)
 
 
 @triton.jit
@@ -45,11 +51,10 @@ def local_attn_bwd_delta(O, DO, DELTA, DQ, N, stride_on, stride_oh, stride_dn, s
 def _dkdv_tiles(dk, dv, k, v, key_rows, g_keys, q_base, do_base, lse_base, delta_base, g_base,
                 stride_qn, stride_dn, offs_d, L, w, lo, hi, k_lo, k_hi, qk_scale,
                 MASKED: tl.constexpr, HAS_GROUPS: tl.constexpr, FULL_W: tl.constexpr,
-                BLOCK_M: tl.constexpr, DOT_PREC: tl.constexpr):
+                BLOCK_M: tl.constexpr, DOT_PREC: tl.constexpr, AFFINE: tl.constexpr, RING: tl.constexpr):
     offs_m = tl.arange(0, BLOCK_M)
     for kt in range(k_lo, k_hi):
-        t = lo + kt * BLOCK_M + offs_m
-        qrows = wrap(t, L)
+        t, qrows = tile_index(lo, kt, L, offs_m, BLOCK_M, AFFINE and not MASKED)
         if MASKED:
             valid = t <= hi
             q = tl.load(q_base + qrows[:, None] * stride_qn + offs_d[None, :], mask=valid[:, None], other=0.0)
@@ -65,7 +70,10 @@ def _dkdv_tiles(dk, dv, k, v, key_rows, g_keys, q_base, do_base, lse_base, delta
         s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PREC)  # (BLOCK_N keys, BLOCK_M queries)
         p_t = tl.math.exp2(s_t * qk_scale - lse[None, :])
         if MASKED:
-            ok = band_mask(key_rows, qrows, L, w, valid, FULL_W)
+            if RING:
+                ok = band_mask(key_rows, qrows, L, w, valid, FULL_W)
+            else:
+                ok = band_mask_lin(key_rows, t, w)
             if HAS_GROUPS:
                 g_q = tl.load(g_base + qrows, mask=valid, other=-1)
                 ok = ok & (g_keys[:, None] == g_q[None, :])
@@ -86,7 +94,7 @@ def local_attn_bwd_dkdv(
     stride_qn, stride_qh, stride_kn, stride_kh, stride_vn, stride_vh, stride_dn, stride_dh,
     stride_dkn, stride_dkh, stride_dvn, stride_dvh, stride_lh, w, qk_scale, scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    FULL_W: tl.constexpr, HAS_GROUPS: tl.constexpr, DOT_PREC: tl.constexpr,
+    FULL_W: tl.constexpr, HAS_GROUPS: tl.constexpr, DOT_PREC: tl.constexpr, AFFINE: tl.constexpr,
 ):
     pid = tl.program_id(0)
     h = tl.program_id(1).to(tl.int64)
@@ -117,16 +125,35 @@ def local_attn_bwd_dkdv(
 
     dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
-    lo, hi, n_tiles, k_a, k_b = band_range(n0, L, w, BLOCK_N, BLOCK_M, FULL_W)
-    dk, dv = _dkdv_tiles(dk, dv, k, v, key_rows, g_keys, q_base, do_base, lse_base, delta_base, g_base,
-                         stride_qn, stride_dn, offs_d, L, w, lo, hi, 0, k_a, qk_scale,
-                         True, HAS_GROUPS, FULL_W, BLOCK_M, DOT_PREC)
-    dk, dv = _dkdv_tiles(dk, dv, k, v, key_rows, g_keys, q_base, do_base, lse_base, delta_base, g_base,
-                         stride_qn, stride_dn, offs_d, L, w, lo, hi, k_a, k_b, qk_scale,
-                         False, HAS_GROUPS, FULL_W, BLOCK_M, DOT_PREC)
-    dk, dv = _dkdv_tiles(dk, dv, k, v, key_rows, g_keys, q_base, do_base, lse_base, delta_base, g_base,
-                         stride_qn, stride_dn, offs_d, L, w, lo, hi, k_b, n_tiles, qk_scale,
-                         True, HAS_GROUPS, FULL_W, BLOCK_M, DOT_PREC)
+    lo, hi, n_tiles, k_a, k_b, ring = band_range(n0, L, w, BLOCK_N, BLOCK_M, FULL_W)
+    if FULL_W:
+        dk, dv = _dkdv_tiles(dk, dv, k, v, key_rows, g_keys, q_base, do_base, lse_base, delta_base, g_base,
+                             stride_qn, stride_dn, offs_d, L, w, lo, hi, 0, n_tiles, qk_scale, True,
+                             HAS_GROUPS, FULL_W, BLOCK_M, DOT_PREC, False, True)
+    else:  # ring walks (band covers the event) take the first loop, shorter walks the other five
+        n_ring = tl.where(ring, n_tiles, 0)
+        k_s1, k_s2 = k_b, k_b
+        if AFFINE:
+            k_s1, k_s2 = seam_split(lo, L, k_a, k_b, BLOCK_M)
+        dk, dv = _dkdv_tiles(dk, dv, k, v, key_rows, g_keys, q_base, do_base, lse_base, delta_base, g_base,
+                             stride_qn, stride_dn, offs_d, L, w, lo, hi, 0, n_ring, qk_scale, True,
+                             HAS_GROUPS, FULL_W, BLOCK_M, DOT_PREC, False, True)
+        dk, dv = _dkdv_tiles(dk, dv, k, v, key_rows, g_keys, q_base, do_base, lse_base, delta_base, g_base,
+                             stride_qn, stride_dn, offs_d, L, w, lo, hi, 0, k_a, qk_scale, True, HAS_GROUPS,
+                             FULL_W, BLOCK_M, DOT_PREC, False, False)
+        dk, dv = _dkdv_tiles(dk, dv, k, v, key_rows, g_keys, q_base, do_base, lse_base, delta_base, g_base,
+                             stride_qn, stride_dn, offs_d, L, w, lo, hi, k_a, k_s1, qk_scale, False,
+                             HAS_GROUPS, FULL_W, BLOCK_M, DOT_PREC, AFFINE, False)
+        if AFFINE:  # the interior tile on the seam (if any), then the rest of the interior
+            dk, dv = _dkdv_tiles(dk, dv, k, v, key_rows, g_keys, q_base, do_base, lse_base, delta_base,
+                                 g_base, stride_qn, stride_dn, offs_d, L, w, lo, hi, k_s1, k_s2, qk_scale,
+                                 True, HAS_GROUPS, FULL_W, BLOCK_M, DOT_PREC, False, False)
+            dk, dv = _dkdv_tiles(dk, dv, k, v, key_rows, g_keys, q_base, do_base, lse_base, delta_base,
+                                 g_base, stride_qn, stride_dn, offs_d, L, w, lo, hi, k_s2, k_b, qk_scale,
+                                 False, HAS_GROUPS, FULL_W, BLOCK_M, DOT_PREC, True, False)
+        dk, dv = _dkdv_tiles(dk, dv, k, v, key_rows, g_keys, q_base, do_base, lse_base, delta_base, g_base,
+                             stride_qn, stride_dn, offs_d, L, w, lo, hi, k_b, n_tiles - n_ring, qk_scale,
+                             True, HAS_GROUPS, FULL_W, BLOCK_M, DOT_PREC, False, False)
     dk = dk * scale
     tl.store(DK + (start + key_rows)[:, None] * stride_dkn + h * stride_dkh + offs_d[None, :],
              dk.to(DK.dtype.element_ty), mask=key_ok[:, None])
@@ -138,11 +165,10 @@ def local_attn_bwd_dkdv(
 def _dq_tiles(dq, q, do, lse, delta, rows, g_rows, k_base, v_base, g_base, stride_kn, stride_vn, offs_d,
               L, w, lo, hi, k_lo, k_hi, qk_scale,
               MASKED: tl.constexpr, HAS_GROUPS: tl.constexpr, FULL_W: tl.constexpr,
-              BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr):
+              BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, AFFINE: tl.constexpr, RING: tl.constexpr):
     offs_n = tl.arange(0, BLOCK_N)
     for kt in range(k_lo, k_hi):
-        t = lo + kt * BLOCK_N + offs_n
-        cols = wrap(t, L)
+        t, cols = tile_index(lo, kt, L, offs_n, BLOCK_N, AFFINE and not MASKED)
         if MASKED:
             valid = t <= hi
             k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :], mask=valid[:, None], other=0.0)
@@ -153,7 +179,10 @@ def _dq_tiles(dq, q, do, lse, delta, rows, g_rows, k_base, v_base, g_base, strid
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
         p = tl.math.exp2(s * qk_scale - lse[:, None])
         if MASKED:
-            ok = band_mask(rows, cols, L, w, valid, FULL_W)
+            if RING:
+                ok = band_mask(rows, cols, L, w, valid, FULL_W)
+            else:
+                ok = band_mask_lin(rows, t, w)
             if HAS_GROUPS:
                 g_cols = tl.load(g_base + cols, mask=valid, other=-1)
                 ok = ok & (g_rows[:, None] == g_cols[None, :])
@@ -173,7 +202,7 @@ def local_attn_bwd_dq(
     stride_qn, stride_qh, stride_kn, stride_kh, stride_vn, stride_vh, stride_dn, stride_dh,
     stride_dqn, stride_dqh, stride_on, stride_oh, stride_lh, w, qk_scale, scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    FULL_W: tl.constexpr, HAS_GROUPS: tl.constexpr, DOT_PREC: tl.constexpr,
+    FULL_W: tl.constexpr, HAS_GROUPS: tl.constexpr, DOT_PREC: tl.constexpr, AFFINE: tl.constexpr,
 ):
     pid = tl.program_id(0)
     h = tl.program_id(1).to(tl.int64)
@@ -208,13 +237,35 @@ def local_attn_bwd_dq(
     v_base = V + start * stride_vn + h * stride_vh
 
     dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    lo, hi, n_tiles, k_a, k_b = band_range(m0, L, w, BLOCK_M, BLOCK_N, FULL_W)
-    dq = _dq_tiles(dq, q, do, lse, delta, rows, g_rows, k_base, v_base, g_base, stride_kn, stride_vn, offs_d,
-                   L, w, lo, hi, 0, k_a, qk_scale, True, HAS_GROUPS, FULL_W, BLOCK_N, DOT_PREC)
-    dq = _dq_tiles(dq, q, do, lse, delta, rows, g_rows, k_base, v_base, g_base, stride_kn, stride_vn, offs_d,
-                   L, w, lo, hi, k_a, k_b, qk_scale, False, HAS_GROUPS, FULL_W, BLOCK_N, DOT_PREC)
-    dq = _dq_tiles(dq, q, do, lse, delta, rows, g_rows, k_base, v_base, g_base, stride_kn, stride_vn, offs_d,
-                   L, w, lo, hi, k_b, n_tiles, qk_scale, True, HAS_GROUPS, FULL_W, BLOCK_N, DOT_PREC)
+    lo, hi, n_tiles, k_a, k_b, ring = band_range(m0, L, w, BLOCK_M, BLOCK_N, FULL_W)
+    if FULL_W:
+        dq = _dq_tiles(dq, q, do, lse, delta, rows, g_rows, k_base, v_base, g_base, stride_kn, stride_vn,
+                       offs_d, L, w, lo, hi, 0, n_tiles, qk_scale, True, HAS_GROUPS, FULL_W, BLOCK_N,
+                       DOT_PREC, False, True)
+    else:  # ring walks (band covers the event) take the first loop, shorter walks the other five
+        n_ring = tl.where(ring, n_tiles, 0)
+        k_s1, k_s2 = k_b, k_b
+        if AFFINE:
+            k_s1, k_s2 = seam_split(lo, L, k_a, k_b, BLOCK_N)
+        dq = _dq_tiles(dq, q, do, lse, delta, rows, g_rows, k_base, v_base, g_base, stride_kn, stride_vn,
+                       offs_d, L, w, lo, hi, 0, n_ring, qk_scale, True, HAS_GROUPS, FULL_W, BLOCK_N, DOT_PREC,
+                       False, True)
+        dq = _dq_tiles(dq, q, do, lse, delta, rows, g_rows, k_base, v_base, g_base, stride_kn, stride_vn,
+                       offs_d, L, w, lo, hi, 0, k_a, qk_scale, True, HAS_GROUPS, FULL_W, BLOCK_N, DOT_PREC,
+                       False, False)
+        dq = _dq_tiles(dq, q, do, lse, delta, rows, g_rows, k_base, v_base, g_base, stride_kn, stride_vn,
+                       offs_d, L, w, lo, hi, k_a, k_s1, qk_scale, False, HAS_GROUPS, FULL_W, BLOCK_N,
+                       DOT_PREC, AFFINE, False)
+        if AFFINE:  # the interior tile on the seam (if any), then the rest of the interior
+            dq = _dq_tiles(dq, q, do, lse, delta, rows, g_rows, k_base, v_base, g_base, stride_kn, stride_vn,
+                           offs_d, L, w, lo, hi, k_s1, k_s2, qk_scale, True, HAS_GROUPS, FULL_W, BLOCK_N,
+                           DOT_PREC, False, False)
+            dq = _dq_tiles(dq, q, do, lse, delta, rows, g_rows, k_base, v_base, g_base, stride_kn, stride_vn,
+                           offs_d, L, w, lo, hi, k_s2, k_b, qk_scale, False, HAS_GROUPS, FULL_W, BLOCK_N,
+                           DOT_PREC, True, False)
+        dq = _dq_tiles(dq, q, do, lse, delta, rows, g_rows, k_base, v_base, g_base, stride_kn, stride_vn,
+                       offs_d, L, w, lo, hi, k_b, n_tiles - n_ring, qk_scale, True, HAS_GROUPS, FULL_W,
+                       BLOCK_N, DOT_PREC, False, False)
     dq = dq * scale
     tl.store(DQ + (start + rows)[:, None] * stride_dqn + h * stride_dqh + offs_d[None, :],
              dq.to(DQ.dtype.element_ty), mask=row_ok[:, None])

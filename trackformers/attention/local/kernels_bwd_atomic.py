@@ -106,7 +106,7 @@ def local_attn_bwd_fused(
 
     dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
-    lo, hi, n_tiles, k_a, k_b = band_range(n0, L, w, BLOCK_N, BLOCK_M, FULL_W)
+    lo, hi, n_tiles, k_a, k_b, _ = band_range(n0, L, w, BLOCK_N, BLOCK_M, FULL_W)
     dk, dv = _fused_tiles(dk, dv, k, v, key_rows, g_keys, q_base, do_base, dq_base, lse_base, delta_base,
                           g_base, stride_qn, stride_dn, stride_dqn, offs_d, L, w, lo, hi, 0, k_a, qk_scale,
                           scale, True, HAS_GROUPS, FULL_W, BLOCK_M, HEAD_DIM, DOT_PREC)

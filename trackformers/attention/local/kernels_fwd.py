@@ -45,11 +45,13 @@ def block_table_kernel(CU, BLK_EVENT, BLK_START, n_events, n_prog, BLOCK: tl.con
 
 @triton.jit
 def band_range(m0, L, w, BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, FULL_W: tl.constexpr):
-    """For an outer block [m0, m0+BLOCK) of an event of length L: (lo, hi, n_tiles, k_a, k_b).
+    """For an outer block [m0, m0+BLOCK) of an event of length L: (lo, hi, n_tiles, k_a, k_b, ring).
 
     Inner tiles k cover unwrapped positions lo + k*BLOCK_N + [0, BLOCK_N); tiles in [k_a, k_b) are interior
-    (need no element mask), the others are edges. The band is symmetric, so the same walk serves queries
-    over keys (forward, dq) and keys over queries (dk, dv).
+    (need no element mask), the others are edges. ``ring``: the band covers the whole event, so the walk is
+    0..L-1 once, every tile an edge masked by circular distance (k_a = k_b = 0); otherwise the walk is
+    shorter than L and the unwrapped distance |t - i| is the circular one (:func:`band_mask_lin`). The band
+    is symmetric, so the same walk serves queries over keys (forward, dq) and keys over queries (dk, dv).
     """
     m1 = tl.minimum(m0 + BLOCK, L)
     span = (m1 - m0) + 2 * w
@@ -59,8 +61,8 @@ def band_range(m0, L, w, BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, FULL_W: tl.
         lo = m0 * 0
         hi = L - 1
         n_tiles = tl.cdiv(L, BLOCK_N)
-        k_a = n_tiles
-        k_b = n_tiles
+        k_a = m0 * 0
+        k_b = m0 * 0
     else:
         lo = m0 - w
         hi = m1 - 1 + w
@@ -70,7 +72,32 @@ def band_range(m0, L, w, BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, FULL_W: tl.
         n_int = 2 * w + 1 - BLOCK_N  # >= 0 iff a tile fits in the band at all (avoid negative floor-div)
         k_b = tl.where(n_int >= 0, n_int // BLOCK_N + 1, 0)
         k_b = tl.maximum(tl.minimum(k_b, n_tiles), k_a)
-    return lo, hi, n_tiles, k_a, k_b
+    return lo, hi, n_tiles, k_a, k_b, span >= L
+
+
+@triton.jit
+def seam_split(lo, L, k_a, k_b, BLOCK_N: tl.constexpr):
+    """(k_s1, k_s2): the interior tiles [k_s1, k_s2) — none or one — that straddle the φ seam (position 0
+    or L of the unwrapped walk; a walk shorter than L crosses at most one). They go through the masked
+    (per-element wrap) path so that every other interior tile is affine (see :func:`tile_index`)."""
+    seam = tl.where(lo < 0, 0, L)
+    off = seam - lo  # > 0
+    k_s = tl.where(off % BLOCK_N != 0, off // BLOCK_N, k_b)
+    return tl.minimum(tl.maximum(k_s, k_a), k_b), tl.minimum(tl.maximum(k_s + 1, k_a), k_b)
+
+
+@triton.jit
+def tile_index(lo, kt, L, offs, BLOCK_N: tl.constexpr, AFFINE: tl.constexpr):
+    """(t, idx) of inner tile kt: unwrapped positions and in-event indices. With AFFINE the tile does not
+    straddle the seam, so one scalar shift wraps it and idx stays contiguous: loads then take one scalar
+    base per tile plus loop-invariant offsets instead of a per-row select and address."""
+    t0 = lo + kt * BLOCK_N
+    t = t0 + offs
+    if AFFINE:
+        idx = (t0 + tl.where(t0 < 0, L, tl.where(t0 >= L, -L, 0))) + offs
+    else:
+        idx = wrap(t, L)
+    return t, idx
 
 
 @triton.jit
@@ -78,6 +105,15 @@ def wrap(t, L):
     """Key index of unwrapped positions t in (-L, 2L)."""
     t = tl.where(t < 0, t + L, t)
     return tl.where(t >= L, t - L, t)
+
+
+@triton.jit
+def band_mask_lin(rows, t, w):
+    """(rows × t) bool: |t - i| <= w on unwrapped positions (walks shorter than the event, see band_range):
+    two compares of a per-column against a per-row value (no per-element difference, which the compiler
+    would hoist out of the loop as a register-hungry matrix). Columns past the walk's end (t > hi) fail it
+    for every real row, so their loads alone need a mask."""
+    return (t[None, :] >= (rows - w)[:, None]) & (t[None, :] <= (rows + w)[:, None])
 
 
 @triton.jit
@@ -94,11 +130,10 @@ def band_mask(rows, cols, L, w, valid_col, FULL_W: tl.constexpr):
 def _fwd_tiles(acc, m_i, l_i, q, rows, g_rows, k_base, v_base, g_base, stride_kn, stride_vn, offs_d,
                L, w, lo, hi, k_lo, k_hi, qk_scale,
                MASKED: tl.constexpr, HAS_GROUPS: tl.constexpr, FULL_W: tl.constexpr,
-               BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr):
+               BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, AFFINE: tl.constexpr, RING: tl.constexpr):
     offs_n = tl.arange(0, BLOCK_N)
     for kt in range(k_lo, k_hi):
-        t = lo + kt * BLOCK_N + offs_n
-        cols = wrap(t, L)
+        t, cols = tile_index(lo, kt, L, offs_n, BLOCK_N, AFFINE and not MASKED)
         if MASKED:
             valid = t <= hi
             k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :], mask=valid[:, None], other=0.0)
@@ -108,7 +143,10 @@ def _fwd_tiles(acc, m_i, l_i, q, rows, g_rows, k_base, v_base, g_base, stride_kn
             v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :])
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # raw scores; scaled inside the exp2's FMA
         if MASKED:
-            ok = band_mask(rows, cols, L, w, valid, FULL_W)
+            if RING:
+                ok = band_mask(rows, cols, L, w, valid, FULL_W)
+            else:
+                ok = band_mask_lin(rows, t, w)
             if HAS_GROUPS:
                 g_cols = tl.load(g_base + cols, mask=valid, other=-1)
                 ok = ok & (g_rows[:, None] == g_cols[None, :])
@@ -137,6 +175,7 @@ def local_attn_fwd(
     stride_lh, w, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     FULL_W: tl.constexpr, HAS_GROUPS: tl.constexpr, SAVE_LSE: tl.constexpr, DOT_PREC: tl.constexpr,
+    AFFINE: tl.constexpr,
 ):
     pid = tl.program_id(0)
     h = tl.program_id(1).to(tl.int64)
@@ -164,16 +203,35 @@ def local_attn_fwd(
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    lo, hi, n_tiles, k_a, k_b = band_range(m0, L, w, BLOCK_M, BLOCK_N, FULL_W)
-    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, rows, g_rows, k_base, v_base, g_base, stride_kn, stride_vn,
-                               offs_d, L, w, lo, hi, 0, k_a, qk_scale,
-                               True, HAS_GROUPS, FULL_W, BLOCK_N, DOT_PREC)
-    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, rows, g_rows, k_base, v_base, g_base, stride_kn, stride_vn,
-                               offs_d, L, w, lo, hi, k_a, k_b, qk_scale,
-                               False, HAS_GROUPS, FULL_W, BLOCK_N, DOT_PREC)
-    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, rows, g_rows, k_base, v_base, g_base, stride_kn, stride_vn,
-                               offs_d, L, w, lo, hi, k_b, n_tiles, qk_scale,
-                               True, HAS_GROUPS, FULL_W, BLOCK_N, DOT_PREC)
+    lo, hi, n_tiles, k_a, k_b, ring = band_range(m0, L, w, BLOCK_M, BLOCK_N, FULL_W)
+    if FULL_W:
+        acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, rows, g_rows, k_base, v_base, g_base, stride_kn,
+                                   stride_vn, offs_d, L, w, lo, hi, 0, n_tiles, qk_scale, True, HAS_GROUPS,
+                                   FULL_W, BLOCK_N, DOT_PREC, False, True)
+    else:  # ring walks (band covers the event) take the first loop, shorter walks the other five
+        n_ring = tl.where(ring, n_tiles, 0)
+        k_s1, k_s2 = k_b, k_b
+        if AFFINE:
+            k_s1, k_s2 = seam_split(lo, L, k_a, k_b, BLOCK_N)
+        acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, rows, g_rows, k_base, v_base, g_base, stride_kn,
+                                   stride_vn, offs_d, L, w, lo, hi, 0, n_ring, qk_scale, True, HAS_GROUPS,
+                                   FULL_W, BLOCK_N, DOT_PREC, False, True)
+        acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, rows, g_rows, k_base, v_base, g_base, stride_kn,
+                                   stride_vn, offs_d, L, w, lo, hi, 0, k_a, qk_scale, True, HAS_GROUPS,
+                                   FULL_W, BLOCK_N, DOT_PREC, False, False)
+        acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, rows, g_rows, k_base, v_base, g_base, stride_kn,
+                                   stride_vn, offs_d, L, w, lo, hi, k_a, k_s1, qk_scale, False, HAS_GROUPS,
+                                   FULL_W, BLOCK_N, DOT_PREC, AFFINE, False)
+        if AFFINE:  # the interior tile on the seam (if any), then the rest of the interior
+            acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, rows, g_rows, k_base, v_base, g_base, stride_kn,
+                                       stride_vn, offs_d, L, w, lo, hi, k_s1, k_s2, qk_scale, True,
+                                       HAS_GROUPS, FULL_W, BLOCK_N, DOT_PREC, False, False)
+            acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, rows, g_rows, k_base, v_base, g_base, stride_kn,
+                                       stride_vn, offs_d, L, w, lo, hi, k_s2, k_b, qk_scale, False,
+                                       HAS_GROUPS, FULL_W, BLOCK_N, DOT_PREC, True, False)
+        acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, rows, g_rows, k_base, v_base, g_base, stride_kn,
+                                   stride_vn, offs_d, L, w, lo, hi, k_b, n_tiles - n_ring, qk_scale, True,
+                                   HAS_GROUPS, FULL_W, BLOCK_N, DOT_PREC, False, False)
     l_safe = tl.where(l_i > 0.0, l_i, 1.0)
     out = acc / l_safe[:, None]
     o_ptrs = O + (start + rows)[:, None] * stride_on + h * stride_oh + offs_d[None, :]
