@@ -191,7 +191,10 @@ def main() -> int:
         if per_event:
             for stage in STAGES:
                 rec[f"{stage}_ms"] = 1e3 * statistics.median(e[stage] for e in per_event)
-            rec["model_plus_clustering_ms"] = 1e3 * statistics.median(
+            # (records before 2026-11-24 04:40 UTC called the features + model + clustering median
+            # "model_plus_clustering_ms")
+            rec["model_clustering_ms"] = 1e3 * statistics.median(e["model"] + e["clustering"] for e in per_event)
+            rec["features_model_clustering_ms"] = 1e3 * statistics.median(
                 e["features"] + e["model"] + e["clustering"] for e in per_event)
             rec["peak_gpu_mb"] = peak / 2**20 if cuda else None
             rec["peak_reserved_mb"] = reserved / 2**20 if cuda else None
@@ -222,7 +225,7 @@ def format_row(rec: dict) -> str:
     peak = "" if rec["peak_gpu_mb"] is None else \
         f" peak {rec['peak_gpu_mb']:7.1f} MB (reserved {rec['peak_reserved_mb']:7.1f})"
     return (f"{rec['clusterer']:<13} ms/event (median of {rec['n']}): {cols} | model+clustering "
-            f"{rec['model_plus_clustering_ms']:8.1f}{peak} | DM eff {rec['dm_efficiency']:.4f} "
+            f"{rec['model_clustering_ms']:8.1f}{peak} | DM eff {rec['dm_efficiency']:.4f} "
             f"fake {rec['fake_rate']:.4f}")
 
 
