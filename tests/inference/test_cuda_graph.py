@@ -160,3 +160,22 @@ def test_cuda_replay_of_compiled_parts_equals_eager() -> None:
     assert graphed.reason is None, graphed.reason
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=5e-2, atol=5e-2)
+
+
+def test_reconstruct_files_with_cuda_graphs_falls_back_on_cpu(tmp_path: object, event: object) -> None:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from trackformers.inference import reconstruct_files
+    from trackformers.io import write_events
+
+    module = tiny_module()
+    write_events([event], Path(tmp_path) / "in", format="csv")
+    outs = []
+    for graphs in (False, True):
+        out = Path(tmp_path) / f"out{graphs}"
+        summary = reconstruct_files([Path(tmp_path) / "in"], module=module, out_dir=out, cuda_graphs=graphs)
+        assert summary.events == 1
+        outs.append(pd.read_csv(summary.written[0]))
+    pd.testing.assert_frame_equal(outs[0], outs[1])
