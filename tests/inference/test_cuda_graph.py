@@ -179,3 +179,22 @@ def test_reconstruct_files_with_cuda_graphs_falls_back_on_cpu(tmp_path: object, 
         assert summary.events == 1
         outs.append(pd.read_csv(summary.written[0]))
     pd.testing.assert_frame_equal(outs[0], outs[1])
+
+
+def test_cli_flag_cuda_graphs(tmp_path: object, event: object) -> None:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from trackformers.cli import main
+    from trackformers.io import write_events
+
+    root = Path(tmp_path)
+    checkpoint = tiny_module().export_checkpoint(root / "tiny.ckpt")
+    write_events([event], root / "in", format="csv")
+    for flag in ([], ["--cuda-graphs"]):
+        out = root / ("graphs" if flag else "eager")
+        assert main(["reconstruct", str(root / "in"), "--checkpoint", str(checkpoint), "--out", str(out),
+                     "--device", "cpu", "--no-progress", *flag]) == 0
+    name = f"{event.name}-submission.csv"
+    pd.testing.assert_frame_equal(pd.read_csv(root / "eager" / name), pd.read_csv(root / "graphs" / name))
