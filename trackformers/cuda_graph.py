@@ -110,7 +110,7 @@ class GraphedForward:
         if batch.num_hits == 0:
             return "the event has no hits"
         if torch.is_grad_enabled():
-            return "CUDA graphs are for inference only; run under torch.inference_mode() or no_grad()"
+            return "CUDA graphs are for inference only; run under torch.no_grad()"
         return None
 
     def _eager(self, batch: PackedBatch, reason: str) -> dict[str, Tensor]:
@@ -137,7 +137,8 @@ class GraphedForward:
                 entry = self._capture(padded, orders)
             except Exception as err:  # noqa: BLE001 - any capture failure means: run this bucket eagerly
                 torch.cuda.synchronize()
-                self.failed[key] = f"capture failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+                first = (str(err).splitlines() or [""])[0][:200]
+                self.failed[key] = f"capture failed ({type(err).__name__}: {first})"
                 return self._eager(batch, self.failed[key])
             self.graphs[key] = entry
             while len(self.graphs) > self.max_graphs:
