@@ -4,6 +4,7 @@
 # real console command. Per-stage latency (ms/event) and the metrics table are printed by `reconstruct`.
 #
 #   bash benchmarks/model_card.sh OUT [ACTS_DIR] [--clusterer NAME --param K=V ...]
+#   (MU200_EVENTS=1 to simulate one mu = 200 event instead of 3: HDBSCAN needs ~30-60 s per such event)
 #
 # ACTS_DIR holds mu0/, mu20/, mu200/ folders of TrackML CSV(.gz) events written by
 #   trackformers simulate --engine acts --events 3 --pileup MU --seed 2000003 --volumes 7,8,9 --out ACTS_DIR/muMU
@@ -12,7 +13,7 @@ out=$1; shift
 acts=""
 if [[ $# -gt 0 && $1 != --* ]]; then acts=$1; shift; fi
 for mu in 0 20 200; do
-    n=9; [[ $mu == 200 ]] && n=3
+    n=9; [[ $mu == 200 ]] && n=${MU200_EVENTS:-3}
     python -m trackformers simulate --events $n --pileup $mu --seed 2000003 --first-event-id 2000003 \
         --volumes 7,8,9 --out "$out/events/mu$mu" --quiet
     echo "== built-in mu=$mu ($n events) $*"
