@@ -196,3 +196,15 @@ def test_can_run_says_why_not():
     assert "cone" in can_run("local", q.to(DEV), cone)
     if DEV == "cpu" and os.environ.get("TRITON_INTERPRET") == "1":
         assert "interpreter" in can_run("local", q.bfloat16(), layout)
+
+
+def test_local_under_inference_mode_matches_reference():
+    # Inference tensors have no version counter: the block-table cache must not need one (it crashed here).
+    torch.manual_seed(7)
+    q, k, v = (torch.randn(37, 2, 16) for _ in range(3))
+    with torch.inference_mode():
+        layout = AttentionLayout.from_lengths([20, 17], window=3)
+        out = attend(q, k, v, layout, backend="local")
+        again = attend(q, k, v, layout, backend="local")
+    ref = attend(q, k, v, AttentionLayout.from_lengths([20, 17], window=3), backend="reference")
+    assert torch.allclose(out, ref, atol=1e-5) and torch.equal(out, again)

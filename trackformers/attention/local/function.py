@@ -46,7 +46,7 @@ class _Tables:
 
     def __init__(self, cu: torch.Tensor, n_total: int):
         self._cu, self.n, self._t = weakref.ref(cu), n_total, {}
-        self.version = cu._version
+        self.version = None if cu.is_inference() else cu._version  # inference tensors have no counter
 
     def matches(self, cu: torch.Tensor, n_total: int) -> bool:
         return self._cu() is cu and self.n == n_total and self.version == cu._version
@@ -65,6 +65,9 @@ _TABLE_CACHE: dict[int, _Tables] = {}
 
 def tables_for(cu: torch.Tensor, n_total: int) -> _Tables:
     """The (cached) block tables of a layout: cu (E+1,) int32 on the kernels' device."""
+    if cu.is_inference():
+        # Under torch.inference_mode() the tensor has no version counter to detect in-place changes: no cache.
+        return _Tables(cu, n_total)
     key = id(cu)
     t = _TABLE_CACHE.get(key)
     if t is None or not t.matches(cu, n_total):
