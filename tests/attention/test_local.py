@@ -92,9 +92,9 @@ def test_local_deterministic_backward_fp32(lengths, window, groups):
     _compare(lengths, window, groups=groups, deterministic=True)
 
 
-def test_local_wrapped_interior_tiles_fp32():
-    """affine=False: every tile indexes through the per-element wrap (the seam split off), forward and
-    both backward paths."""
+def test_local_affine_interior_tiles_fp32():
+    """affine=True (not the H100 default): interior tiles off the seam index affinely and the one on the
+    seam takes the masked path; forward and both backward paths."""
     from dataclasses import replace
 
     from trackformers.attention.local.config import INTERPRETER
@@ -106,7 +106,7 @@ def test_local_wrapped_interior_tiles_fp32():
     ref_in = [t.clone().requires_grad_() for t in x[:3]]
     attend(*ref_in, layout, backend="reference").backward(x[3])
     for atomic in (True, False):
-        cfg = replace(INTERPRETER, affine=False, bwd=INTERPRETER.bwd if atomic else None)
+        cfg = replace(INTERPRETER, affine=True, bwd=INTERPRETER.bwd if atomic else None)
         ins = [t.float().requires_grad_() for t in x[:3]]
         out = F.local_attention(*ins, layout.cu_seqlens, layout.max_seqlen, w, cfg=cfg)
         out.backward(x[3].float())

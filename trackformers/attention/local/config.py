@@ -48,16 +48,23 @@ class KernelConfigs:
 
 #: Configuration used under TRITON_INTERPRET=1 (tests on CPU): small tiles, many of them.
 INTERPRETER = KernelConfigs(fwd=TileConfig(32, 16, 4, 1), dkdv=TileConfig(16, 32, 4, 1),
-                            dq=TileConfig(32, 16, 4, 1), bwd=TileConfig(16, 32, 4, 1))
+                            dq=TileConfig(32, 16, 4, 1), bwd=TileConfig(16, 32, 4, 1), affine=False)
 
-#: H100 winners per head dim (bf16/fp16), from ``benchmarks/attention.py --sweep --n 65536 --w 512`` on
-#: 2026-11-24 (D = 64 and 32 swept; D = 16 takes D = 32's, D = 128 smaller stages for shared memory).
-#: fp32 uses the same tiles halved (IEEE fp32 dots need registers).
+#: H100 winners per head dim (bf16/fp16). Tiles from ``benchmarks/attention.py --sweep --n 65536 --w 512``
+#: (2026-11-24 01:40 UTC; D = 64 and 32 swept; D = 16 takes D = 32's, D = 128 smaller stages for shared
+#: memory); the forward's register cap and ``affine=False`` from ``--sweep --n 131072 --w 512 --kinds
+#: fwd,affine`` (04:57 UTC): without a cap the forward's six band loops make ptxas take 255 registers (2
+#: blocks per SM; 1.065 vs 0.900 ms at D = 64), and affine interior tiles measured slower (f+b 3.81 vs
+#: 3.54 ms at D = 64, equal at D = 32). fp32 uses the same tiles halved (IEEE fp32 dots need registers).
 TUNED: dict[int, KernelConfigs] = {
-    16: KernelConfigs(TileConfig(64, 64, 4, 3), TileConfig(128, 64, 4, 2), TileConfig(64, 32, 4, 4)),
-    32: KernelConfigs(TileConfig(64, 64, 4, 3), TileConfig(128, 64, 4, 2), TileConfig(64, 32, 4, 4)),
-    64: KernelConfigs(TileConfig(64, 64, 4, 3), TileConfig(128, 64, 4, 2), TileConfig(64, 64, 4, 3)),
-    128: KernelConfigs(TileConfig(64, 64, 4, 2), TileConfig(64, 64, 4, 2), TileConfig(64, 64, 4, 2)),
+    16: KernelConfigs(TileConfig(64, 64, 4, 3, 128), TileConfig(128, 64, 4, 2), TileConfig(64, 32, 4, 4),
+                      affine=False),
+    32: KernelConfigs(TileConfig(64, 64, 4, 3, 128), TileConfig(128, 64, 4, 2), TileConfig(64, 32, 4, 4),
+                      affine=False),
+    64: KernelConfigs(TileConfig(64, 64, 4, 3, 168), TileConfig(128, 64, 4, 2), TileConfig(64, 64, 4, 3),
+                      affine=False),
+    128: KernelConfigs(TileConfig(64, 64, 4, 2), TileConfig(64, 64, 4, 2), TileConfig(64, 64, 4, 2),
+                       affine=False),
 }
 #: ``bwd`` stays None above: the one-pass atomic backward measured slower than the two-kernel one on the H100
 #: (N = 65536, w = 512, bf16: 1.62 vs 1.40 ms at D = 64, 1.13 vs 0.97 ms at D = 32; best of 10 tiles each,
