@@ -162,7 +162,8 @@ def test_cuda_replay_of_compiled_parts_equals_eager() -> None:
         torch.testing.assert_close(g, w, rtol=5e-2, atol=5e-2)
 
 
-def test_reconstruct_files_with_cuda_graphs_falls_back_on_cpu(tmp_path: object, event: object) -> None:
+def test_reconstruct_files_with_cuda_graphs_falls_back_on_cpu(tmp_path: object, event: object,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
     from pathlib import Path
 
     import pandas as pd
@@ -178,6 +179,9 @@ def test_reconstruct_files_with_cuda_graphs_falls_back_on_cpu(tmp_path: object, 
         summary = reconstruct_files([Path(tmp_path) / "in"], module=module, out_dir=out, cuda_graphs=graphs)
         assert summary.events == 1
         outs.append(pd.read_csv(summary.written[0]))
+        # the fallback says why (it is not silent), and only when graphs were asked for
+        said = any("CUDA graphs need a CUDA device" in r.getMessage() for r in caplog.records)
+        assert said == graphs
     pd.testing.assert_frame_equal(outs[0], outs[1])
 
 

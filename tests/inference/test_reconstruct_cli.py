@@ -229,3 +229,20 @@ def test_tuning_replay_equals_running_the_model(checkpoint: Path, events: list, 
         assert direct["hit_id"].tolist() == replay["hit_id"].tolist()
         a, b = (torch.from_numpy(s["track_id"].to_numpy()) for s in (direct, replay))
         assert same_partition(a, b) and 1 < int(a.max()) + 1 < len(a)  # a non-trivial partition
+
+
+def test_tune_write_to_a_folder_is_refused_before_the_scan(tmp_path: Path, event_dir: Path, checkpoint: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["tune", str(event_dir), "--checkpoint", str(checkpoint), "--clusterer", "dbscan",
+                   "--scan", "eps=0.1", "--write", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert status == 2 and "is a folder" in err and len(err.strip().splitlines()) == 1
+    assert "DM eff" not in out  # refused before scanning
+
+
+def test_cuda_graphs_with_several_processes_is_refused(tmp_path: Path, event_dir: Path, checkpoint: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["reconstruct", str(event_dir), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
+                   "--cuda-graphs", "--devices", "2"])
+    assert status == 2 and "--cuda-graphs works in one process" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

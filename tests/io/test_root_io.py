@@ -97,6 +97,16 @@ def test_hits_only_events_and_detection(tmp_path: Path):
     assert root.detect(weird) and root.detect(tmp_path) and not root.detect(tmp_path / "missing.txt")
 
 
+def test_event_without_particles_after_one_with_them(tmp_path: Path):
+    # The later event gets an empty particles entry (it crashed on the missing nhits column once).
+    first, second = random_event(1, 29), random_event(2, 31, particles=False)
+    (out,) = root.write([first, second], tmp_path / "mixed.root")
+    back = list(read_events(out))
+    assert_events_equal(first, back[0])
+    assert back[1].particles is not None and len(back[1].particles) == 0
+    assert np.array_equal(back[1].hits["hit_id"].to_numpy(), second.hits["hit_id"].to_numpy())
+
+
 def _acts_style(folder: Path, *, old_ids: bool = False, vectors: bool = False) -> dict[str, np.ndarray]:
     """An ACTS RootSimHitWriter/RootParticleWriter-like pair: barcodes + geometry_id only, true positions.
     ``vectors``: particles as ACTS writes them (std::vector branches, a ``particle_hash`` that is no id)."""

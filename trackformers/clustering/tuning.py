@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from trackformers.clustering.protocol import make_clusterer
+from trackformers.errors import InputError
 from trackformers.events import Event
 
 #: Columns of the scan table, in order.
@@ -139,7 +140,11 @@ def write_tuned(source: str | Path, dest: str | Path, *, clusterer: str, param: 
     best = table["value"].iloc[int(np.argmax(scores))]  # from the column: a row would upcast ints to float
     spec = {"name": clusterer, **(fixed or {}), param: best.item() if hasattr(best, "item") else best}
     payload = torch.load(source, map_location="cpu", weights_only=True)
-    payload["hyper_parameters"]["task"]["init_args"]["clusterer"] = spec
+    try:
+        payload["hyper_parameters"]["task"]["init_args"]["clusterer"] = spec
+    except (KeyError, TypeError):
+        raise InputError(f"checkpoint {source}: no hyper_parameters.task.init_args to store the clusterer in; "
+                         "expected a trackformers checkpoint.") from None
     extra = payload.setdefault("trackformers", {})
     extra["tuned"] = {"clusterer": spec, "param": param, "note": note,
                       "table": [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}

@@ -35,6 +35,13 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def _plain_file_mode() -> int:
-    mask = os.umask(0)  # reading the umask means setting it; put it back at once
+    try:  # Linux: read the umask without changing it (setting it, even briefly, races with other threads)
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0)  # elsewhere reading the umask means setting it; put it back at once
     os.umask(mask)
     return 0o666 & ~mask

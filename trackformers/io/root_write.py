@@ -108,7 +108,8 @@ def _particle_columns(event: Event, types: dict[str, str]) -> dict[str, np.ndarr
     # the same 64 bits as particle_id (ACTS's own particle_hash is a boost hash; its readers ignore the value)
     cols["particle_id"] = cols["particle_hash"] = pid.view(np.uint64)
     cols |= unpack_barcode(pid)
-    cols["number_of_hits"] = p["nhits"].to_numpy()
+    # an event written without a particles table gets an empty stand-in table (no nhits column)
+    cols["number_of_hits"] = p["nhits"].to_numpy() if "nhits" in p.columns else np.zeros(n, np.int64)
     px, py, pz = (p[c].to_numpy().astype(np.float64) for c in ("px", "py", "pz"))
     pt = np.hypot(px, py)
     cols |= {"pt": pt, "p": np.sqrt(pt**2 + pz**2), "phi": np.arctan2(py, px),
