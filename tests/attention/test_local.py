@@ -115,18 +115,56 @@ def test_local_affine_interior_tiles_fp32():
             assert _close(a.grad, b.grad, 1e-5)[0]
 
 
-def test_backward_paths_pick():
-    """The atomic one-pass backward is the default; deterministic mode or a config without it takes the
-    two-kernel path (so the tests above exercise both)."""
+class _Spy:
+    """Wraps a Triton kernel: records its name at every launch, then launches it."""
+
+    def __init__(self, kernel, name: str, calls: list[str]):
+        self.kernel, self.name, self.calls = kernel, name, calls
+
+    def __getitem__(self, grid):
+        launch = self.kernel[grid]
+
+        def run(*args, **kwargs):
+            self.calls.append(self.name)
+            return launch(*args, **kwargs)
+
+        return run
+
+
+def test_backward_paths_pick(monkeypatch: pytest.MonkeyPatch):
+    """A config with ``bwd`` takes the one-pass atomic backward, unless deterministic algorithms are requested;
+    a config without it takes the two-kernel path; both give the reference's gradients."""
+    import dataclasses
+
     from trackformers.attention.local.config import INTERPRETER
 
-    assert INTERPRETER.bwd is not None and not F.deterministic()
+    calls: list[str] = []
+    monkeypatch.setattr(F, "local_attn_bwd_fused", _Spy(F.local_attn_bwd_fused, "atomic", calls))
+    monkeypatch.setattr(F, "local_attn_bwd_dq", _Spy(F.local_attn_bwd_dq, "two-kernel", calls))
+    layout = AttentionLayout.from_lengths([23, 17], device=DEV, window=4)
+    _seed()
+    x = [torch.randn(40, 2, 16, device=DEV) for _ in range(4)]
+    ref_in = [t.double().requires_grad_() for t in x[:3]]
+    attend(*ref_in, layout, backend="reference").backward(x[3].double())
+
+    def grads(cfg) -> list[torch.Tensor]:
+        ins = [t.clone().requires_grad_() for t in x[:3]]
+        F.local_attention(*ins, layout.cu_seqlens, layout.max_seqlen, 4, cfg=cfg).backward(x[3])
+        return [t.grad for t in ins]
+
+    two_kernel = dataclasses.replace(INTERPRETER, bwd=None)
     prev = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        assert F.deterministic()
-    finally:
-        torch.use_deterministic_algorithms(prev)
+    results = {}
+    for name, cfg, det in (("atomic", INTERPRETER, False), ("det", INTERPRETER, True), ("none", two_kernel, False)):
+        calls.clear()
+        torch.use_deterministic_algorithms(det)
+        try:
+            results[name] = grads(cfg)
+        finally:
+            torch.use_deterministic_algorithms(prev)
+        assert calls == (["atomic"] if name == "atomic" else ["two-kernel"]), (name, calls)
+        for g, r in zip(results[name], ref_in):
+            assert _close(g, r.grad, 1e-5)[0]
 
 
 def test_block_tables_cached_per_layout_and_rebuilt_on_change():
@@ -144,11 +182,13 @@ def test_block_tables_cached_per_layout_and_rebuilt_on_change():
     x = [torch.randn(100, 2, 16, device=DEV, dtype=torch.float64) for _ in range(3)]
     ref = attend(*x, layout, backend="reference")
     with torch.no_grad():
-        attend(*(t.float() for t in x), AttentionLayout(cu, 50, window=9), backend="local")
-        cu[1] = 30  # bump the version again after a call that cached tables of the old contents
-        cu[1] = 30
-        out = attend(*(t.float() for t in x), layout, backend="local")
-    assert _close(out, ref, 1e-5)[0]
+        assert _close(attend(*(t.float() for t in x), layout, backend="local"), ref, 1e-5)[0]  # caches [0,30,100]
+        cu[1] = 60  # in place, after a call that cached the tables of [0, 30, 100]: they are stale now
+        moved = AttentionLayout(cu, 60, window=9)
+        ref_moved = attend(*x, AttentionLayout(cu.clone(), 60, window=9), backend="reference")
+        out = attend(*(t.float() for t in x), moved, backend="local")
+    assert not _close(ref_moved, ref, 1e-5)[0]  # the boundary move changes the answer...
+    assert _close(out, ref_moved, 1e-5)[0]  # ...and the kernel follows it (stale tables would not)
 
 
 def test_local_no_window_and_groups_fp32():
