@@ -114,3 +114,21 @@ def test_compact_and_same_partition() -> None:
     assert same_partition(torch.tensor([0, 0, 1]), torch.tensor([7, 7, 3]))
     assert not same_partition(torch.tensor([0, 0, 1]), torch.tensor([7, 3, 3]))
     assert not same_partition(torch.tensor([0, 1, 2]), torch.tensor([0, 0, 2]))
+
+
+def test_hdbscan_epsilon_bug_gives_one_sentence() -> None:
+    """27 embedding rows (from a μ = 20 event) on which scikit-learn's epsilon search raises a TypeError under
+    NumPy 2 (scikit-learn #33219): our clusterer says so in one sentence; with epsilon 0 it clusters them."""
+    from pathlib import Path
+
+    from trackformers.clustering.sklearn_clusterers import HDBSCANClusterer
+
+    x = torch.from_numpy(np.load(Path(__file__).parent / "data" / "hdbscan_epsilon_trigger.npy"))
+    labels = HDBSCANClusterer(min_cluster_size=3, min_samples=2)(x)
+    assert labels.shape == (27,) and int(labels.min()) >= 0
+    try:
+        eps = HDBSCANClusterer(min_cluster_size=3, min_samples=2, cluster_selection_epsilon=0.1)(x)
+    except InputError as err:  # scikit-learn with the bug
+        assert "#33219" in str(err) and "cluster_selection_epsilon=0" in str(err)
+    else:  # a fixed scikit-learn: merging clusters closer than epsilon never splits one
+        assert eps.shape == (27,) and int(eps.max()) <= int(labels.max())

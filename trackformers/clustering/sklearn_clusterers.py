@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from trackformers.clustering.protocol import check_inputs, compact, register
+from trackformers.errors import InputError
 
 
 def _host(x: Tensor) -> np.ndarray:
@@ -69,7 +70,18 @@ class HDBSCANClusterer:
 
         est = HDBSCAN(min_cluster_size=self.min_cluster_size, min_samples=self.min_samples,
                       cluster_selection_epsilon=self.cluster_selection_epsilon, copy=True)
-        labels = est.fit_predict(_host(x))
+        try:
+            labels = est.fit_predict(_host(x))
+        except TypeError as err:
+            if self.cluster_selection_epsilon > 0 and "0-dimensional" in str(err):
+                import sklearn
+
+                # scikit-learn's epsilon search indexes size-1 arrays as scalars, which NumPy 2 refuses.
+                raise InputError(
+                    f"HDBSCAN with cluster_selection_epsilon={self.cluster_selection_epsilon} failed inside "
+                    f"scikit-learn {sklearn.__version__} with NumPy {np.__version__} (scikit-learn issue #33219); "
+                    "use cluster_selection_epsilon=0 or the dbscan clusterer.") from None
+            raise
         return compact(torch.from_numpy(labels)).to(x.device)
 
 
