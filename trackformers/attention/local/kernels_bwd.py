@@ -27,6 +27,35 @@ from trackformers.attention.local.kernels_fwd import (
 
 
 @triton.jit
+def load_key_block(K, V, G, start, n0, L, h, stride_kn, stride_kh, stride_vn, stride_vh,
+                   HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, HAS_GROUPS: tl.constexpr):
+    """One key block of an event for the dK/dV kernels (two-kernel and atomic): rows n0.. (event-local),
+    their validity, K and V tiles (BLOCK_N, HEAD_DIM), group ids (or the rows themselves), offs_d."""
+    offs_d = tl.arange(0, HEAD_DIM)
+    key_rows = n0 + tl.arange(0, BLOCK_N)
+    key_ok = key_rows < L
+    k = tl.load(K + (start + key_rows)[:, None] * stride_kn + h * stride_kh + offs_d[None, :],
+                mask=key_ok[:, None], other=0.0)
+    v = tl.load(V + (start + key_rows)[:, None] * stride_vn + h * stride_vh + offs_d[None, :],
+                mask=key_ok[:, None], other=0.0)
+    g_base = G + start
+    g_keys = key_rows
+    if HAS_GROUPS:
+        g_keys = tl.load(g_base + key_rows, mask=key_ok, other=-2)
+    return key_rows, key_ok, k, v, g_base, g_keys, offs_d
+
+
+@triton.jit
+def store_key_block(DK, DV, dk, dv, start, key_rows, key_ok, h, offs_d, stride_dkn, stride_dkh, stride_dvn,
+                    stride_dvh):
+    """Write one key block's dK and dV (fp32 accumulators) in the outputs' dtype."""
+    tl.store(DK + (start + key_rows)[:, None] * stride_dkn + h * stride_dkh + offs_d[None, :],
+             dk.to(DK.dtype.element_ty), mask=key_ok[:, None])
+    tl.store(DV + (start + key_rows)[:, None] * stride_dvn + h * stride_dvh + offs_d[None, :],
+             dv.to(DV.dtype.element_ty), mask=key_ok[:, None])
+
+
+@triton.jit
 def local_attn_bwd_delta(O, DO, DELTA, DQ, N, stride_on, stride_oh, stride_dn, stride_dh, stride_lh,
                          stride_qn, stride_qh, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr,
                          ZERO_DQ: tl.constexpr):
@@ -106,18 +135,8 @@ def local_attn_bwd_dkdv(
     L = tl.load(CU + ev + 1) - start
     start = start.to(tl.int64)
 
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, HEAD_DIM)
-    key_rows = n0 + offs_n
-    key_ok = key_rows < L
-    k = tl.load(K + (start + key_rows)[:, None] * stride_kn + h * stride_kh + offs_d[None, :],
-                mask=key_ok[:, None], other=0.0)
-    v = tl.load(V + (start + key_rows)[:, None] * stride_vn + h * stride_vh + offs_d[None, :],
-                mask=key_ok[:, None], other=0.0)
-    g_base = G + start
-    g_keys = key_rows
-    if HAS_GROUPS:
-        g_keys = tl.load(g_base + key_rows, mask=key_ok, other=-2)
+    key_rows, key_ok, k, v, g_base, g_keys, offs_d = load_key_block(
+        K, V, G, start, n0, L, h, stride_kn, stride_kh, stride_vn, stride_vh, HEAD_DIM, BLOCK_N, HAS_GROUPS)
     q_base = Q + start * stride_qn + h * stride_qh
     do_base = DO + start * stride_dn + h * stride_dh
     lse_base = LSE + h * stride_lh + start
@@ -154,11 +173,8 @@ def local_attn_bwd_dkdv(
         dk, dv = _dkdv_tiles(dk, dv, k, v, key_rows, g_keys, q_base, do_base, lse_base, delta_base, g_base,
                              stride_qn, stride_dn, offs_d, L, w, lo, hi, k_b, n_tiles - n_ring, qk_scale,
                              True, HAS_GROUPS, FULL_W, BLOCK_M, DOT_PREC, False, False)
-    dk = dk * scale
-    tl.store(DK + (start + key_rows)[:, None] * stride_dkn + h * stride_dkh + offs_d[None, :],
-             dk.to(DK.dtype.element_ty), mask=key_ok[:, None])
-    tl.store(DV + (start + key_rows)[:, None] * stride_dvn + h * stride_dvh + offs_d[None, :],
-             dv.to(DV.dtype.element_ty), mask=key_ok[:, None])
+    store_key_block(DK, DV, dk * scale, dv, start, key_rows, key_ok, h, offs_d, stride_dkn, stride_dkh,
+                    stride_dvn, stride_dvh)
 
 
 @triton.jit

@@ -19,6 +19,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from trackformers.attention.local.kernels_bwd import load_key_block, store_key_block
 from trackformers.attention.local.kernels_fwd import band_mask, band_range, wrap
 
 
@@ -86,18 +87,8 @@ def local_attn_bwd_fused(
     L = tl.load(CU + ev + 1) - start
     start = start.to(tl.int64)
 
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, HEAD_DIM)
-    key_rows = n0 + offs_n
-    key_ok = key_rows < L
-    k = tl.load(K + (start + key_rows)[:, None] * stride_kn + h * stride_kh + offs_d[None, :],
-                mask=key_ok[:, None], other=0.0)
-    v = tl.load(V + (start + key_rows)[:, None] * stride_vn + h * stride_vh + offs_d[None, :],
-                mask=key_ok[:, None], other=0.0)
-    g_base = G + start
-    g_keys = key_rows
-    if HAS_GROUPS:
-        g_keys = tl.load(g_base + key_rows, mask=key_ok, other=-2)
+    key_rows, key_ok, k, v, g_base, g_keys, offs_d = load_key_block(
+        K, V, G, start, n0, L, h, stride_kn, stride_kh, stride_vn, stride_vh, HEAD_DIM, BLOCK_N, HAS_GROUPS)
     q_base = Q + start * stride_qn + h * stride_qh
     do_base = DO + start * stride_dn + h * stride_dh
     dq_base = DQ + start * stride_dqn + h * stride_dqh
@@ -116,8 +107,5 @@ def local_attn_bwd_fused(
     dk, dv = _fused_tiles(dk, dv, k, v, key_rows, g_keys, q_base, do_base, dq_base, lse_base, delta_base,
                           g_base, stride_qn, stride_dn, stride_dqn, offs_d, L, w, lo, hi, k_b, n_tiles,
                           qk_scale, scale, True, HAS_GROUPS, FULL_W, BLOCK_M, HEAD_DIM, DOT_PREC)
-    dk = dk * scale
-    tl.store(DK + (start + key_rows)[:, None] * stride_dkn + h * stride_dkh + offs_d[None, :],
-             dk.to(DK.dtype.element_ty), mask=key_ok[:, None])
-    tl.store(DV + (start + key_rows)[:, None] * stride_dvn + h * stride_dvh + offs_d[None, :],
-             dv.to(DV.dtype.element_ty), mask=key_ok[:, None])
+    store_key_block(DK, DV, dk * scale, dv, start, key_rows, key_ok, h, offs_d, stride_dkn, stride_dkh,
+                    stride_dvn, stride_dvh)
