@@ -142,17 +142,9 @@ def hit_targets(event) -> dict[str, np.ndarray] | None:  # noqa: ANN001 - Event
 
 
 def phi_sort(phi: torch.Tensor, cu_seqlens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(perm, inverse): ``x[perm]`` is φ-sorted within each event; delegates to the attention package."""
-    try:
-        from trackformers.attention.sorting import phi_sort as _phi_sort
-    except ImportError:  # the attention package's helper not present: same lexicographic stable sort here
-        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
-        seg = torch.repeat_interleave(torch.arange(lengths.numel()), lengths)
-        by_phi = torch.argsort(phi, stable=True)
-        perm = by_phi[torch.argsort(seg[by_phi], stable=True)]
-        inverse = torch.empty_like(perm)
-        inverse[perm] = torch.arange(perm.numel())
-        return perm, inverse
+    """(perm, inverse): ``x[perm]`` is φ-sorted within each event (:func:`trackformers.attention.sorting.phi_sort`)."""
+    from trackformers.attention.sorting import phi_sort as _phi_sort
+
     return _phi_sort(phi, cu_seqlens)
 
 

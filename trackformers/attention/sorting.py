@@ -39,11 +39,18 @@ def phi_sort(phi: torch.Tensor, cu_seqlens: torch.Tensor) -> tuple[torch.Tensor,
     n = phi.numel()
     if cu_seqlens.numel() == 0 or int(cu_seqlens[-1]) != n or int(cu_seqlens[0]) != 0:
         raise ValueError(f"cu_seqlens must run from 0 to len(phi) = {n}; got {cu_seqlens.tolist()}")
-    # Two stable sorts = one lexicographic sort by (event, φ): first by φ, then by event id.
-    by_phi = torch.argsort(phi, stable=True)
-    seg = event_ids(cu_seqlens.to(phi.device), n)
-    perm = by_phi[torch.argsort(seg[by_phi], stable=True)]
+    perm = segment_phi_order(phi, event_ids(cu_seqlens.to(phi.device), n))
     return perm, invert_permutation(perm)
+
+
+def segment_phi_order(phi: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
+    """(N,) int64 permutation sorting hits by (segment, φ); ties keep their input order (deterministic).
+
+    ``segment``: (N,) integer segment id per hit (an event, or an (event, η-slice) pair).
+    """
+    # Two stable sorts = one lexicographic sort: first by φ, then by segment.
+    by_phi = torch.argsort(phi, stable=True)
+    return by_phi[torch.argsort(segment[by_phi], stable=True)]
 
 
 def invert_permutation(perm: torch.Tensor) -> torch.Tensor:

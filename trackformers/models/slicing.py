@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from trackformers.attention import AttentionLayout
-from trackformers.attention.sorting import invert_permutation
+from trackformers.attention.sorting import event_ids, invert_permutation, segment_phi_order
 
 
 @dataclass
@@ -46,6 +46,20 @@ def slice_index(eta: torch.Tensor, *, slices: int, parity: int, eta_range: float
     return idx.clamp_(0, slices - 1 + parity)  # η = +R exactly falls on the upper edge
 
 
+def sliced_segments(phi: torch.Tensor, eta: torch.Tensor, cu_seqlens: torch.Tensor, *, slices: int,
+                    parity: int, eta_range: float = 4.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(perm (N,) int64, segment offsets (E·(S + parity) + 1,) int32) of the (event, η-slice, φ) order, with
+    no host synchronisation (the contrastive loss needs no layout). Arguments as :func:`sliced_order`."""
+    per_event = slices + parity
+    n_events = cu_seqlens.numel() - 1
+    event = event_ids(cu_seqlens.to(phi.device), phi.numel())
+    segment = event * per_event + slice_index(eta, slices=slices, parity=parity, eta_range=eta_range)
+    counts = torch.bincount(segment, minlength=n_events * per_event)
+    seg_cu = torch.zeros(counts.numel() + 1, dtype=torch.int32, device=phi.device)
+    seg_cu[1:] = torch.cumsum(counts, 0)
+    return segment_phi_order(phi, segment), seg_cu
+
+
 def sliced_order(phi: torch.Tensor, eta: torch.Tensor, cu_seqlens: torch.Tensor, *, slices: int,
                  parity: int, window: int | None, eta_range: float = 4.0) -> SlicedOrder:
     """Sort packed hits by (event, η-slice, φ) and build the segment layout.
@@ -55,18 +69,8 @@ def sliced_order(phi: torch.Tensor, eta: torch.Tensor, cu_seqlens: torch.Tensor,
         cu_seqlens: (E + 1,) int event offsets. slices: S ≥ 1. parity: 0 or 1 (half-slice shift).
         window: attention half-width in sorted positions within a segment (None = whole segment).
     """
-    n = phi.numel()
-    per_event = slices + parity
-    cu = cu_seqlens.to(device=phi.device, dtype=torch.int64)
-    lengths = cu[1:] - cu[:-1]
-    event = torch.repeat_interleave(torch.arange(lengths.numel(), device=phi.device), lengths, output_size=n)
-    segment = event * per_event + slice_index(eta, slices=slices, parity=parity, eta_range=eta_range)
-    # Two stable sorts = one lexicographic sort by (segment, φ); ties keep input order (deterministic).
-    by_phi = torch.argsort(phi, stable=True)
-    perm = by_phi[torch.argsort(segment[by_phi], stable=True)]
-    counts = torch.bincount(segment, minlength=lengths.numel() * per_event)
-    seg_cu = torch.zeros(counts.numel() + 1, dtype=torch.int32, device=phi.device)
-    seg_cu[1:] = torch.cumsum(counts, 0)
-    max_len = int(counts.max()) if counts.numel() else 0  # one host sync per ordering, like batch.max_seqlen
+    perm, seg_cu = sliced_segments(phi, eta, cu_seqlens, slices=slices, parity=parity, eta_range=eta_range)
+    lengths = seg_cu[1:] - seg_cu[:-1]
+    max_len = int(lengths.max()) if lengths.numel() else 0  # one host sync per ordering, like batch.max_seqlen
     layout = AttentionLayout(cu_seqlens=seg_cu, max_seqlen=max_len, window=window)
     return SlicedOrder(perm=perm, inverse=invert_permutation(perm), layout=layout)

@@ -24,7 +24,7 @@ from trackformers.losses import (
     random_partners,
     window_neighbours,
 )
-from trackformers.models.slicing import sliced_order
+from trackformers.models.slicing import sliced_segments
 
 
 def make_clusterer(spec: dict[str, Any] | None, default: dict[str, Any]) -> Any:
@@ -132,8 +132,7 @@ def contrastive_terms(
     pos = particle_partners(labels=labels, max_partners=max_partners)
     sort_index, cu = batch.sort_index, batch.cu_seqlens
     if eta_slices > 0:
-        order = sliced_order(batch.phi, batch.eta, batch.cu_seqlens, slices=eta_slices, parity=0, window=window)
-        sort_index, cu = order.perm, order.layout.cu_seqlens
+        sort_index, cu = sliced_segments(batch.phi, batch.eta, batch.cu_seqlens, slices=eta_slices, parity=0)
     neg = [window_neighbours(sort_index=sort_index, cu_seqlens=cu, window=window)]
     if n_random > 0:
         neg.append(random_partners(cu_seqlens=batch.cu_seqlens, k=n_random).to(labels.device))
