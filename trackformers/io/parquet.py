@@ -21,6 +21,7 @@ import pandas as pd
 from trackformers.errors import InputError
 from trackformers.events import Event, conform
 from trackformers.io.atomic import atomic_path
+from trackformers.io.magic import has_magic
 
 NAME = "parquet"
 MAGIC = b"PAR1"
@@ -36,13 +37,7 @@ def detect(path: Path) -> bool:
         return (path / "hits.parquet").is_file()
     if not path.is_file():
         return False
-    if path.suffix in (".parquet", ".pq"):
-        return True
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == MAGIC
-    except OSError:
-        return False
+    return path.suffix in (".parquet", ".pq") or has_magic(path, MAGIC)
 
 
 def table_paths(path: Path) -> dict[str, Path]:

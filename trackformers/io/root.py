@@ -12,6 +12,7 @@ from pathlib import Path
 
 from trackformers.errors import InputError
 from trackformers.events import Event
+from trackformers.io.magic import has_magic
 from trackformers.io.root_read import read_file
 from trackformers.io.root_table import STEP_SIZE
 from trackformers.io.root_write import write
@@ -24,13 +25,7 @@ OPTIONS = ("smear", "seed", "step_size", "hits_tree", "particles_tree")
 
 
 def _is_root_file(path: Path) -> bool:
-    if path.suffix == ".root":
-        return True
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == MAGIC
-    except OSError:
-        return False
+    return path.suffix == ".root" or has_magic(path, MAGIC)
 
 
 def detect(path: Path) -> bool:
