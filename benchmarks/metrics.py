@@ -16,24 +16,8 @@ import datetime
 import platform
 import statistics
 import time
-from collections import Counter, defaultdict
 
 from machine import cpu_name  # benchmarks/machine.py (scripts run from this folder's path)
-
-
-def reference_score(pid_h, track_h, w_h) -> float:  # noqa: ANN001 - plain lists
-    """The challenge's score_event as a plain loop over hits (majority tie → lower particle id)."""
-    n_p = Counter(pid_h)
-    per_track = defaultdict(list)
-    for p, t, w in zip(pid_h, track_h, w_h):
-        per_track[t].append((p, w))
-    score = 0.0
-    for hits in per_track.values():
-        counts = Counter(p for p, _ in hits)
-        maj = min(counts, key=lambda p: (-counts[p], p))
-        if 2 * counts[maj] > len(hits) and 2 * counts[maj] > n_p[maj]:
-            score += sum(w for p, w in hits if p == maj)
-    return score / sum(w_h)
 
 
 def _median(fn, repeats: int) -> float:  # noqa: ANN001 - a thunk
@@ -56,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         match_event,
         score_event,
     )
+    from trackformers.metrics.reference import reference_score
     from trackformers.simulation import simulate_event
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

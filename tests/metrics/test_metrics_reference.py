@@ -17,23 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared event bui
 from metric_events import build_event, perfect_submission, random_event, submission  # noqa: E402
 
 from trackformers.metrics import evaluate_event, hit_weights, score_event
+from trackformers.metrics.reference import reference_score
 from trackformers.metrics.weights import ORDER_MATRIX, hit_order, weight_pt
-
-
-def reference_score(pid_h, track_h, w_h) -> float:
-    """The challenge's score_event as a plain loop (majority: most hits, tie → lower particle id)."""
-    n_p = Counter(pid_h)
-    per_track = defaultdict(list)
-    for p, t, w in zip(pid_h, track_h, w_h):
-        per_track[t].append((p, w))
-    total = sum(w_h)
-    score = 0.0
-    for hits in per_track.values():
-        counts = Counter(p for p, _ in hits)
-        maj = min(counts, key=lambda p: (-counts[p], p))
-        if 2 * counts[maj] > len(hits) and 2 * counts[maj] > n_p[maj]:
-            score += sum(w for p, w in hits if p == maj)
-    return score / total if total > 0 else math.nan
 
 
 def reference_rates(pid_h, track_h, reco, min_hits=3) -> dict:
