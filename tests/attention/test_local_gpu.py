@@ -102,18 +102,24 @@ def test_local_strided_views_and_groups_gpu():
     assert _rel(out, ref) < 2e-3
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_local_deterministic_backward_gpu(dtype):
-    """Under torch.use_deterministic_algorithms(True) the two-kernel backward runs: same error criterion as
-    the default atomic path, and bitwise equal gradients on a second run."""
-    torch.manual_seed(7)
+def _backward_case(seed: int, dtype: torch.dtype):
+    """Five uneven events (primes, a 1-hit and an empty one), w 700, D 64, 4 heads: layout, w, float64
+    (q, k, v, do), the float64 banded reference and the same computed in ``dtype`` (fwd, dq, dk, dv)."""
+    torch.manual_seed(seed)
     lengths, w, d, h = [7919, 1, 20011, 0, 4099], 700, 64, 4
-    n = sum(lengths)
     layout = AttentionLayout.from_lengths(lengths, device="cuda", window=w)
     cu = layout.cu_seqlens.tolist()
-    q, k, v, do = (torch.randn(n, h, d, device="cuda", dtype=torch.float64) for _ in range(4))
+    q, k, v, do = (torch.randn(sum(lengths), h, d, device="cuda", dtype=torch.float64) for _ in range(4))
     ref = banded_attention(q, k, v, cu, w, d**-0.5, do)
     low = banded_attention(*(t.to(dtype) for t in (q, k, v)), cu, w, d**-0.5, do.to(dtype))
+    return layout, w, (q, k, v, do), ref, low
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_local_deterministic_backward_gpu(dtype):
+    """Under torch.use_deterministic_algorithms(True) the two-kernel backward runs: the same error criterion,
+    and bitwise equal gradients on a second run."""
+    layout, w, (q, k, v, do), ref, low = _backward_case(7, dtype)
     runs = []
     prev = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
@@ -137,14 +143,8 @@ def test_local_atomic_backward_gpu(dtype):
 
     from trackformers.attention.local.config import ATOMIC_BWD, configs_for
 
-    torch.manual_seed(11)
-    lengths, w, d, h = [7919, 1, 20011, 0, 4099], 700, 64, 4
-    n = sum(lengths)
-    layout = AttentionLayout.from_lengths(lengths, device="cuda", window=w)
-    cu = layout.cu_seqlens.tolist()
-    q, k, v, do = (torch.randn(n, h, d, device="cuda", dtype=torch.float64) for _ in range(4))
-    ref = banded_attention(q, k, v, cu, w, d**-0.5, do)
-    low = banded_attention(*(t.to(dtype) for t in (q, k, v)), cu, w, d**-0.5, do.to(dtype))
+    layout, w, (q, k, v, do), ref, low = _backward_case(11, dtype)
+    d = q.shape[-1]
     cfg = replace(configs_for(d, 2), bwd=ATOMIC_BWD[d])
     ins = [t.to(dtype).requires_grad_() for t in (q, k, v)]
     F.local_attention(*ins, layout.cu_seqlens, layout.max_seqlen, w, cfg=cfg).backward(do.to(dtype))
