@@ -120,10 +120,8 @@ def test_far_from_origin_the_exact_distance_decides() -> None:
 
 
 def test_candidates_beyond_the_radius_become_self_loops() -> None:
-    from trackformers.clustering.gpu import _clusterer_edges
-
     x = torch.rand(301, 3, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
-    src, dst = _clusterer_edges(x, 0.2, 20, None, 1 << 24)
+    src, dst = window_graph(x, 0.2, 20, self_loops=True)
     real = src != dst
     assert as_pairs(src[real], dst[real]) == reference_pairs(x.numpy(), 0.2, 20)
 

@@ -47,7 +47,7 @@ def _keep_k_nearest(src: Tensor, dst: Tensor, d2: Tensor, k: int) -> tuple[Tenso
 
 
 def window_graph(x: Tensor, radius: float, window: int | None = None, k: int | None = None,
-                 max_elements: int = _MAX_ELEMENTS) -> tuple[Tensor, Tensor]:
+                 max_elements: int = _MAX_ELEMENTS, *, self_loops: bool = False) -> tuple[Tensor, Tensor]:
     """Edges between hits within ``window`` positions (cyclic) and ``radius`` (embedding units).
 
     Without ``k``: :func:`~trackformers.clustering.band_graph.band_edges` (each undirected pair once, as a
@@ -61,6 +61,8 @@ def window_graph(x: Tensor, radius: float, window: int | None = None, k: int | N
         window: candidate positions on each side (None = all hits).
         k: keep at most the k nearest linked candidates per hit (None = all within radius).
         max_elements: bound on one launch's distance matrices, which sets the block sizes.
+        self_loops: without ``k``, return every candidate pair, those beyond the radius as self-loops
+            ``(i, i)`` — the same connected components, no host synchronisation (the clusterer's choice).
     Returns:
         ``(src, dst)`` int64 edge lists of the undirected graph.
     """
@@ -74,9 +76,16 @@ def window_graph(x: Tensor, radius: float, window: int | None = None, k: int | N
     # Distances in x's precision even inside a caller's autocast region (bf16 products would link or
     # miss pairs near the radius).
     with torch.autocast(x.device.type, enabled=False):
-        if k is None:
-            return band_edges(x, r2, min(w, n - 1), max_elements) if w > 0 else (empty, empty)
-        return _knn_window_graph(x, r2, w, int(k), max_elements)
+        if k is not None:
+            return _knn_window_graph(x, r2, w, int(k), max_elements)
+        if w == 0:
+            return empty, empty
+        if not self_loops:
+            return band_edges(x, r2, min(w, n - 1), max_elements)
+        # Candidates beyond the radius become self-loops (harmless to connected components) instead of being
+        # filtered out, which would cost a host synchronisation.
+        src, dst, within = band_candidates(x, r2, min(w, n - 1), max_elements)
+        return src, torch.where(within, dst, src)
 
 
 def _knn_window_graph(x: Tensor, r2: float, w: int, k: int, max_elements: int) -> tuple[Tensor, Tensor]:
@@ -143,21 +152,6 @@ def connected_components(src: Tensor, dst: Tensor, n: int) -> Tensor:
         labels = jumped
 
 
-def _clusterer_edges(x: Tensor, radius: float, window: int | None, k: int | None,
-                     max_elements: int) -> tuple[Tensor, Tensor]:
-    """The edges of :func:`window_graph`, possibly with extra self-loops (harmless to the components):
-    without ``k``, candidates beyond the radius become self-loops instead of being filtered out, which
-    would cost a host synchronisation."""
-    n = x.shape[0]
-    w = n if window is None else max(0, min(int(window), n))
-    if k is not None or n < 2 or w == 0:
-        return window_graph(x, radius, window, k, max_elements)
-    x = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    with torch.autocast(x.device.type, enabled=False):  # see window_graph
-        src, dst, within = band_candidates(x, float(radius) ** 2, min(w, n - 1), max_elements)
-    return src, torch.where(within, dst, src)
-
-
 def _root_ids(labels: Tensor) -> Tensor:
     """Component labels (each a root's own index) → consecutive ids in O(N), without sorting."""
     roots = labels == torch.arange(len(labels), device=labels.device)
@@ -191,7 +185,7 @@ class GPUClusterer:
         if phi is not None:
             order = torch.argsort(phi.detach(), stable=True)
             x = x[order]
-        src, dst = _clusterer_edges(x, self.radius, self.window, self.k, self.max_elements)
+        src, dst = window_graph(x, self.radius, self.window, self.k, self.max_elements, self_loops=True)
         labels = _root_ids(connected_components(src, dst, n))
         if order is not None:
             labels = torch.empty_like(labels).scatter_(0, order, labels)
