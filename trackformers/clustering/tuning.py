@@ -149,8 +149,6 @@ def write_tuned(source: str | Path, dest: str | Path, *, clusterer: str, param: 
     extra["tuned"] = {"clusterer": spec, "param": param, "note": note,
                       "table": [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
                                 for row in table.to_dict("records")]}
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(dest) as tmp:
+    with atomic_path(dest) as tmp:  # makes the folder too
         torch.save(payload, tmp)
     return spec

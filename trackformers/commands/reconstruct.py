@@ -127,7 +127,7 @@ def _run_distributed(args: argparse.Namespace, module: Any, clusterer: Any, volu
 
     if args.evaluate:
         raise InputError("--evaluate works in one process; run trackformers evaluate on the output instead.")
-    if getattr(args, "cuda_graphs", False):
+    if args.cuda_graphs:
         raise InputError("--cuda-graphs works in one process; leave it out with --devices/--num-nodes.")
     rank = predict_distributed(args.inputs, model=module.cpu(), out_dir=args.out, clusterer=clusterer,
                         fmt=args.format, volumes=volumes, on_error=args.on_error,
