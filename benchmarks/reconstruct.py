@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import statistics
 import sys
@@ -163,7 +164,7 @@ def main() -> int:
     for name, params in clusterer_settings(args).items():
         clusterer = make_clusterer(name, **params)
         per_event: list[dict[str, float]] = []
-        peak, reserved, quality, error = 0, 0, [], None
+        peak, reserved, before_clustering, quality, error = 0, 0, 0, [], None
         for rep in range(args.repeats):
             for event in events:
                 timer = StageTimer(device)
@@ -180,6 +181,7 @@ def main() -> int:
                 if cuda:
                     peak = max(peak, torch.cuda.max_memory_allocated(device))
                     reserved = max(reserved, torch.cuda.max_memory_reserved(device))
+                    before_clustering = max(before_clustering, timer.peak_before.get("clustering", 0))
                 with timer("write"):
                     write_output(read, sub, tmp / "out" / name)
                 per_event.append(dict(timer.seconds))
@@ -198,6 +200,8 @@ def main() -> int:
                 e["features"] + e["model"] + e["clustering"] for e in per_event)
             rec["peak_gpu_mb"] = peak / 2**20 if cuda else None
             rec["peak_reserved_mb"] = reserved / 2**20 if cuda else None
+            # peak of features + model alone (before the clusterer ran)
+            rec["peak_model_mb"] = before_clustering / 2**20 if cuda else None
             rec["eager_reason"] = None if forward is None else forward.reason
             for key in ("dm_efficiency", "fake_rate"):
                 rec[key] = statistics.mean(q[key] for q in quality)
@@ -209,7 +213,7 @@ def main() -> int:
             "hits_mean": statistics.mean(len(e) for e in events),
             "bf16": args.bf16, "backend": args.backend, "checkpoint": ckpt.name, "cuda_graphs": args.cuda_graphs,
             "warmup_s": warmup_s, "graphs": None if forward is None else len(forward.graphs),
-            "compile": args.compile,
+            "compile": args.compile, "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     print(json.dumps(meta))
     if args.json:
@@ -223,7 +227,8 @@ def format_row(rec: dict) -> str:
         return f"{rec['clusterer']:<13} n/a: {rec['error']}"
     cols = " ".join(f"{stage} {rec[f'{stage}_ms']:8.1f}" for stage in STAGES)
     peak = "" if rec["peak_gpu_mb"] is None else \
-        f" peak {rec['peak_gpu_mb']:7.1f} MB (reserved {rec['peak_reserved_mb']:7.1f})"
+        (f" peak {rec['peak_gpu_mb']:7.1f} MB (model {rec['peak_model_mb']:7.1f}, "
+         f"reserved {rec['peak_reserved_mb']:7.1f})")
     return (f"{rec['clusterer']:<13} ms/event (median of {rec['n']}): {cols} | model+clustering "
             f"{rec['model_clustering_ms']:8.1f}{peak} | DM eff {rec['dm_efficiency']:.4f} "
             f"fake {rec['fake_rate']:.4f}")

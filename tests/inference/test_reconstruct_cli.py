@@ -21,6 +21,14 @@ TINY_MODEL = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _allocator_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``reconstruct`` may set PYTORCH_CUDA_ALLOC_CONF (inference.prefer_expandable_segments): undo it after
+    each test, so no test leaves the setting behind for the rest of the session."""
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "")
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from trackformers.training.module import TrackingModule
@@ -246,3 +254,62 @@ def test_cuda_graphs_with_several_processes_is_refused(tmp_path: Path, event_dir
                    "--cuda-graphs", "--devices", "2"])
     assert status == 2 and "--cuda-graphs works in one process" in capsys.readouterr().err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_precision_choice(tmp_path: Path, event_dir: Path, events: list, checkpoint: Path) -> None:
+    import torch
+
+    from trackformers.errors import InputError
+
+    cpu = torch.device("cpu")
+    assert inference.resolve_precision("auto", cpu) == "fp32"  # bf16 only where a CUDA GPU has it
+    assert inference.resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(InputError, match="--precision fp16: unknown precision"):
+        inference.resolve_precision("fp16", cpu)
+    with inference.autocast_for("bf16", cpu):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    with inference.autocast_for("fp32", cpu):
+        assert not torch.is_autocast_enabled("cpu")
+    # bf16 end to end (the model under autocast, the clusterer on its fp32 distances): every hit once
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(event_dir), "--checkpoint", str(checkpoint), "--out", str(out),
+                 "--no-progress", "--precision", "bf16", "--clusterer", "dbscan", "--param", "eps=0.3"]) == 0
+    for event in events:
+        assert_complete(out / f"{event.name}-submission.csv", event)
+
+
+def test_summary_reports_gpu_memory_only_when_measured() -> None:
+    summary = inference.Summary(events=1)
+    assert "GPU memory" not in summary.format()
+    summary.gpu_memory = (260 * 2**20, 462 * 2**20)
+    assert "peak GPU memory 260 MB allocated, 462 MB reserved" in summary.format()
+
+
+def test_expandable_segments_respect_the_users_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:64")
+    assert not inference.prefer_expandable_segments()
+    assert inference.os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:64"
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
+    monkeypatch.delenv("PYTORCH_ALLOC_CONF", raising=False)
+    import torch
+
+    if torch.cuda.is_initialized():
+        pytest.skip("CUDA already initialised in this process: the allocator setting can no longer change")
+    assert inference.prefer_expandable_segments()
+    assert inference.os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+
+
+@pytest.mark.gpu
+def test_cuda_run_reports_its_memory_and_stage_peaks(tmp_path: Path, event_dir: Path, events: list,
+                                                    checkpoint: Path) -> None:
+    import torch
+
+    module = inference.load_module(checkpoint, torch.device("cuda"))
+    summary = inference.reconstruct_files([event_dir], module=module, out_dir=tmp_path / "out",
+                                          device=torch.device("cuda"), precision="bf16", cuda_graphs=True)
+    allocated, reserved = summary.gpu_memory
+    assert 0 < allocated <= reserved
+    timer = inference.StageTimer(torch.device("cuda"))
+    torch.cuda.reset_peak_memory_stats()
+    inference.reconstruct_event(module, events[0], {"name": "gpu", "radius": 0.3}, timer)
+    assert 0 < timer.peak_before["clustering"] <= timer.peak_after["clustering"]

@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     write_events(events, out / "events", format="csv")
     print(f"reconstructing with {checkpoint} on {device} ...")
     summary = reconstruct_files([out / "events"], module=module, out_dir=out / "submissions",
-                                clusterer=clusterer, volumes=PIXEL_VOLUMES, evaluate=True, device=device)
+                                clusterer=clusterer, volumes=PIXEL_VOLUMES, evaluate=True, device=device,
+                                precision=args.precision)
     print(summary.format())
     print_metrics(summary.metrics)
     _write_metrics(summary.metrics, out / "metrics.json")

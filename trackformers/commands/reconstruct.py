@@ -50,6 +50,9 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                         help="clusterer hyper-parameter, repeatable (e.g. --param eps=0.2)")
     parser.add_argument("--backend", default=None,
                         help="attention backend override (auto, local, flex, dense, reference)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="fp32",
+                        help="model arithmetic: fp32, bf16 autocast (faster on a GPU; distances stay fp32), "
+                             "or auto (bf16 on a CUDA GPU that has it)")
 
 
 def make_clusterer(args: argparse.Namespace) -> Any:
@@ -85,8 +88,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trackformers.inference import default_checkpoint, load_module, reconstruct_files, resolve_device
+    from trackformers.inference import (
+        default_checkpoint,
+        load_module,
+        prefer_expandable_segments,
+        reconstruct_files,
+        resolve_device,
+    )
 
+    prefer_expandable_segments()  # before anything touches the GPU
     device = resolve_device(args.device)
     clusterer = make_clusterer(args)
     volumes = parse_volumes(args.volumes)
@@ -100,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     summary = reconstruct_files(args.inputs, module=module, out_dir=args.out, clusterer=clusterer,
                                 fmt=args.format, on_error=args.on_error, volumes=volumes,
                                 evaluate=args.evaluate, progress=False if args.no_progress else None,
-                                device=device, on_skip=on_skip, cuda_graphs=args.cuda_graphs)
+                                device=device, on_skip=on_skip, cuda_graphs=args.cuda_graphs,
+                                precision=args.precision)
     print(summary.format())
     if args.evaluate:
         print_metrics(summary.metrics)
@@ -123,6 +134,7 @@ def print_metrics(metrics: dict[str, Any] | None) -> None:
 def _run_distributed(args: argparse.Namespace, module: Any, clusterer: Any, volumes: list[int] | None,
                      device: Any) -> int:
     """Lightning ``predict`` over ``--devices`` x ``--num-nodes`` DDP processes (each its share of inputs)."""
+    from trackformers.inference import resolve_precision
     from trackformers.prediction_writer import predict_distributed
 
     if args.evaluate:
@@ -132,7 +144,8 @@ def _run_distributed(args: argparse.Namespace, module: Any, clusterer: Any, volu
     rank = predict_distributed(args.inputs, model=module.cpu(), out_dir=args.out, clusterer=clusterer,
                         fmt=args.format, volumes=volumes, on_error=args.on_error,
                         accelerator="gpu" if device.type == "cuda" else "cpu", devices=args.devices,
-                        num_nodes=args.num_nodes, strategy="ddp")
+                        num_nodes=args.num_nodes, strategy="ddp",
+                        precision="bf16-mixed" if resolve_precision(args.precision, device) == "bf16" else "32-true")
     if rank == 0:
         print(f"wrote the submissions to {args.out} ({args.devices} x {args.num_nodes} processes).")
     return 0
