@@ -311,5 +311,7 @@ def test_cuda_run_reports_its_memory_and_stage_peaks(tmp_path: Path, event_dir: 
     assert 0 < allocated <= reserved
     timer = inference.StageTimer(torch.device("cuda"))
     torch.cuda.reset_peak_memory_stats()
-    inference.reconstruct_event(module, events[0], {"name": "gpu", "radius": 0.3}, timer)
+    from trackformers.clustering import make_clusterer
+
+    inference.reconstruct_event(module, events[0], make_clusterer("gpu", radius=0.3), timer)
     assert 0 < timer.peak_before["clustering"] <= timer.peak_after["clustering"]
