@@ -130,6 +130,11 @@ def build(args: argparse.Namespace) -> TrackingModule:
         if args.encoder_window is not None:  # the attention half-width is a layout choice, not a weight
             module.encoder.window = args.encoder_window
             module.hparams["encoder"]["init_args"]["window"] = args.encoder_window
+        if args.eta_slices:  # so is the η-slicing of the attention (no weights depend on it)
+            module.encoder.eta_slices = args.eta_slices
+            module.hparams["encoder"]["init_args"]["eta_slices"] = args.eta_slices
+        if args.val_clusterer:
+            module.hparams["val_clusterer"] = json.loads(args.val_clusterer)
         if args.lr is not None:
             module.hparams["optimizer"]["init_args"]["lr"] = args.lr
         if args.one_cycle:
@@ -168,6 +173,7 @@ def build(args: argparse.Namespace) -> TrackingModule:
         features={},
         pt_min=0.9,
         eta_max=4.0,
+        val_clusterer=json.loads(args.val_clusterer) if args.val_clusterer else None,
     )
 
 
@@ -297,7 +303,10 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--window", type=int, default=64)
-    p.add_argument("--eta-slices", type=int, default=0, help="attention within η-slices (0 = whole events)")
+    p.add_argument("--eta-slices", type=int, default=0,
+                   help="attention within η-slices (0 = whole events); also on resume")
+    p.add_argument("--val-clusterer", default=None,
+                   help='validation clusterer as JSON, e.g. \'{"name": "gpu", "radius": 0.2}\' (default: the task\'s)')
     p.add_argument("--neg-eta-slices", type=int, default=None, help="contrastive negatives within η-slices")
     p.add_argument("--backend", default="local")
     p.add_argument("--precision", default="bf16-mixed")
