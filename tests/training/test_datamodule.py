@@ -69,3 +69,21 @@ def test_pileup_mix_alternates_per_event_and_fixed_stages_use_the_last() -> None
     (val,) = dm.fixed_events("val")
     (want,) = simulate(1, seed=dm.seeds["val"], first_event_id=dm.seeds["val"], volumes=[7, 8, 9], pileup=1.0)
     assert np.array_equal(val.hits["x"].to_numpy(), want.hits["x"].to_numpy())
+
+
+def test_each_ddp_rank_simulates_its_own_events() -> None:
+    """Two DDP processes must not train on the same events; rank 0 keeps the one-process stream."""
+    import numpy as np
+
+    from trackformers.training.datamodule import SimulatedStream
+
+    dm = TrackDataModule(volumes=[7, 8, 9], pileup=2.0, train_seed=9, n_val_events=1)
+    x = {rank: [e.hits["x"].to_numpy() for e, _ in
+                zip(SimulatedStream(seed=9, simulation=dm.simulation, max_hits=10**6, config=dm.config,
+                                    rank=rank).events(), range(2))]
+         for rank in (0, 1)}
+    single = [e.hits["x"].to_numpy() for e, _ in
+              zip(SimulatedStream(seed=9, simulation=dm.simulation, max_hits=10**6, config=dm.config).events(),
+                  range(2))]
+    assert all(np.array_equal(a, b) for a, b in zip(x[0], single))
+    assert not any(len(a) == len(b) and np.array_equal(a, b) for a in x[0] for b in x[1])

@@ -51,13 +51,16 @@ def skip_consumed(batches: Iterator[PackedBatch], consumed: int) -> Iterator[Pac
 
 
 class SimulatedStream(IterableDataset):
-    """Endless packed batches of simulated events; event i of worker w uses seed (seed, w, i)."""
+    """Endless packed batches of simulated events; event i of worker w uses seed (seed, w, i), and on DDP
+    rank r > 0 seed (seed, w, i, r): every process trains on its own events (rank 0 keeps the
+    single-process stream, so one-process runs are unchanged)."""
 
     def __init__(
-        self, *, seed: int, simulation: dict[str, Any], max_hits: int, config: FeatureConfig
+        self, *, seed: int, simulation: dict[str, Any], max_hits: int, config: FeatureConfig, rank: int = 0
     ) -> None:
         super().__init__()
         self.seed, self.simulation, self.max_hits, self.config = seed, simulation, max_hits, config
+        self.rank = rank
         self.consumed = 0  # batches a resumed run has already trained on (set by the data module)
 
     def events(self) -> Iterator[Any]:
@@ -68,7 +71,7 @@ class SimulatedStream(IterableDataset):
         i = 0
         mix = self.simulation.get("pileup")
         while True:
-            seq = np.random.SeedSequence(self.seed, spawn_key=(worker, i))
+            seq = np.random.SeedSequence(self.seed, spawn_key=(worker, i) + ((self.rank,) if self.rank else ()))
             sim = self.simulation
             if isinstance(mix, list | tuple):  # a pile-up mix: event i takes μ = mix[i mod len(mix)]
                 sim = {**sim, "pileup": float(mix[i % len(mix)])}
@@ -223,6 +226,7 @@ class TrackDataModule(pl.LightningDataModule):
                 simulation=self.simulation,
                 max_hits=self.max_hits,
                 config=self.config,
+                rank=self.trainer.global_rank if self.trainer is not None else 0,
             )
         # A run resumed from a mid-epoch checkpoint (the stream is endless: every checkpoint is mid-epoch)
         # continues the stream where the checkpoint left it, so it trains on the same batches as an
