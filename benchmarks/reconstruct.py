@@ -40,6 +40,7 @@ from trackformers.errors import InputError  # noqa: E402
 from trackformers.inference import (  # noqa: E402
     STAGES,
     StageTimer,
+    autocast_for,
     default_checkpoint,
     reconstruct_event,
     write_output,
@@ -137,8 +138,9 @@ def main() -> int:
     trackml.write(events, tmp / "events")
     print(f"simulated {len(events)} events, {statistics.mean(len(e) for e in events):.0f} hits on average "
           f"({time.perf_counter() - t0:.1f} s); checkpoint {ckpt.name}; device {device}", flush=True)
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.bf16 else \
-        contextlib.nullcontext
+    def autocast() -> contextlib.AbstractContextManager:  # the same numerics as `reconstruct --precision`
+        return autocast_for("bf16" if args.bf16 else "fp32", device)
+
     forward = None
     if args.compile and not args.profile:
         from trackformers.fused import compile_pointwise

@@ -97,6 +97,17 @@ class DataWait(pl.Callback):
                 "data_wait_share": round(self.wait / total, 3) if total else float("nan")}
 
 
+def clusterer_json(text: str) -> dict[str, Any]:
+    """``--val-clusterer`` value: a JSON object with a "name" key."""
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"name\": \"gpu\"}}': {err}") from None
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise argparse.ArgumentTypeError("expected a JSON object with a \"name\" key, e.g. '{\"name\": \"gpu\"}'")
+    return spec
+
+
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Task hyper-parameters set from the command line (also applied to a resumed model)."""
     out: dict[str, Any] = {}
@@ -130,11 +141,11 @@ def build(args: argparse.Namespace) -> TrackingModule:
         if args.encoder_window is not None:  # the attention half-width is a layout choice, not a weight
             module.encoder.window = args.encoder_window
             module.hparams["encoder"]["init_args"]["window"] = args.encoder_window
-        if args.eta_slices:  # so is the η-slicing of the attention (no weights depend on it)
+        if args.eta_slices is not None:  # so is the η-slicing of the attention (no weights depend on it)
             module.encoder.eta_slices = args.eta_slices
             module.hparams["encoder"]["init_args"]["eta_slices"] = args.eta_slices
         if args.val_clusterer:
-            module.hparams["val_clusterer"] = json.loads(args.val_clusterer)
+            module.hparams["val_clusterer"] = args.val_clusterer
         if args.lr is not None:
             module.hparams["optimizer"]["init_args"]["lr"] = args.lr
         if args.one_cycle:
@@ -160,7 +171,7 @@ def build(args: argparse.Namespace) -> TrackingModule:
                 "norm": "rmsnorm",
                 "backend": args.backend,
                 "window": args.window,
-                "eta_slices": args.eta_slices,
+                "eta_slices": args.eta_slices or 0,
             },
         },
         task={"class_path": f"trackformers.models.tasks.{name}", "init_args": dict(init)},
@@ -173,7 +184,7 @@ def build(args: argparse.Namespace) -> TrackingModule:
         features={},
         pt_min=0.9,
         eta_max=4.0,
-        val_clusterer=json.loads(args.val_clusterer) if args.val_clusterer else None,
+        val_clusterer=args.val_clusterer,
     )
 
 
@@ -303,9 +314,9 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--window", type=int, default=64)
-    p.add_argument("--eta-slices", type=int, default=0,
-                   help="attention within η-slices (0 = whole events); also on resume")
-    p.add_argument("--val-clusterer", default=None,
+    p.add_argument("--eta-slices", type=int, default=None,
+                   help="attention within η-slices (0 = whole events; default 0, or the checkpoint's on resume)")
+    p.add_argument("--val-clusterer", default=None, type=clusterer_json,
                    help='validation clusterer as JSON, e.g. \'{"name": "gpu", "radius": 0.2}\' (default: the task\'s)')
     p.add_argument("--neg-eta-slices", type=int, default=None, help="contrastive negatives within η-slices")
     p.add_argument("--backend", default="local")

@@ -58,7 +58,9 @@ def resolve_precision(name: str, device: torch.device) -> str:
     if name not in PRECISIONS:
         raise InputError(f"--precision {name}: unknown precision; expected one of {', '.join(PRECISIONS)}.")
     if name == "auto":
-        cuda = device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        # native bf16 only (Ampere and later): emulated bf16 on older GPUs is slower than fp32
+        cuda = (device.type == "cuda" and torch.cuda.is_available()
+                and torch.cuda.is_bf16_supported(including_emulation=False))
         return "bf16" if cuda else "fp32"
     return name
 
@@ -112,19 +114,20 @@ class StageTimer:
         self.peak_before: dict[str, int] = {}
         self.peak_after: dict[str, int] = {}
         self._cuda = device is not None and device.type == "cuda"
+        self._device = device
 
     @contextlib.contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
         if self._cuda:
             torch.cuda.synchronize()
-            self.peak_before[stage] = torch.cuda.max_memory_allocated()
+            self.peak_before[stage] = torch.cuda.max_memory_allocated(self._device)
         t0 = time.perf_counter()
         try:
             yield
         finally:
             if self._cuda:
                 torch.cuda.synchronize()
-                self.peak_after[stage] = torch.cuda.max_memory_allocated()
+                self.peak_after[stage] = torch.cuda.max_memory_allocated(self._device)
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
 
 
@@ -261,7 +264,8 @@ class Summary:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
     metrics: dict[str, Any] | None = None
-    #: CUDA runs: (peak allocated, peak reserved) bytes over the whole run, warm-up and graph captures included
+    #: CUDA runs: (peak allocated, peak reserved) bytes over the whole run (peak statistics are reset when
+    #: reconstruct_files starts), warm-up and graph captures included
     gpu_memory: tuple[int, int] | None = None
 
     def format(self) -> str:
@@ -312,6 +316,8 @@ def reconstruct_files(inputs: Sequence[str | Path], *, module: Any, out_dir: str
     summary = Summary()
     where = device or next(iter(module.parameters()), torch.empty(0)).device
     numerics = autocast_for(resolve_precision(precision, where), where)
+    if where.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(where)
     forward = None
     if cuda_graphs:
         from trackformers.cuda_graph import GraphedForward

@@ -270,12 +270,20 @@ def test_precision_choice(tmp_path: Path, event_dir: Path, events: list, checkpo
         assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
     with inference.autocast_for("fp32", cpu):
         assert not torch.is_autocast_enabled("cpu")
-    # bf16 end to end (the model under autocast, the clusterer on its fp32 distances): every hit once
+    # bf16 end to end: the model runs under bf16 autocast (seen by a hook), every hit is written once
+    module = inference.load_module(checkpoint, cpu)
+    seen: list[bool] = []
+    module.encoder.register_forward_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
     out = tmp_path / "out"
-    assert main(["reconstruct", str(event_dir), "--checkpoint", str(checkpoint), "--out", str(out),
-                 "--no-progress", "--precision", "bf16", "--clusterer", "dbscan", "--param", "eps=0.3"]) == 0
+    inference.reconstruct_files([event_dir], module=module, out_dir=out, precision="bf16", progress=False,
+                                clusterer=None)
+    assert seen == [True] * len(events)
     for event in events:
         assert_complete(out / f"{event.name}-submission.csv", event)
+    inference.reconstruct_files([event_dir], module=module, out_dir=tmp_path / "fp32", progress=False)
+    assert seen[len(events):] == [False] * len(events)  # fp32 is the default
+    assert main(["reconstruct", str(event_dir), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "cli"),
+                 "--no-progress", "--precision", "bf16"]) == 0
 
 
 def test_summary_reports_gpu_memory_only_when_measured() -> None:
@@ -307,11 +315,14 @@ def test_cuda_run_reports_its_memory_and_stage_peaks(tmp_path: Path, event_dir: 
     module = inference.load_module(checkpoint, torch.device("cuda"))
     summary = inference.reconstruct_files([event_dir], module=module, out_dir=tmp_path / "out",
                                           device=torch.device("cuda"), precision="bf16", cuda_graphs=True)
-    allocated, reserved = summary.gpu_memory
-    assert 0 < allocated <= reserved
-    timer = inference.StageTimer(torch.device("cuda"))
-    torch.cuda.reset_peak_memory_stats()
+    assert summary.gpu_memory == (torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved())
+    assert summary.gpu_memory[0] > 0
+    assert "peak GPU memory" in summary.format()
     from trackformers.clustering import make_clusterer
 
+    timer = inference.StageTimer(torch.device("cuda"))
+    torch.cuda.reset_peak_memory_stats()
     inference.reconstruct_event(module, events[0], make_clusterer("gpu", radius=0.3), timer)
+    # the clusterer's stage is the last to allocate: its end is the event's peak, its start the model's
+    assert timer.peak_after["clustering"] == torch.cuda.max_memory_allocated()
     assert 0 < timer.peak_before["clustering"] <= timer.peak_after["clustering"]

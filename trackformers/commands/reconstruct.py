@@ -50,7 +50,9 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                         help="clusterer hyper-parameter, repeatable (e.g. --param eps=0.2)")
     parser.add_argument("--backend", default=None,
                         help="attention backend override (auto, local, flex, dense, reference)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="fp32",
+    from trackformers.inference import PRECISIONS
+
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="model arithmetic: fp32, bf16 autocast (faster on a GPU; distances stay fp32), "
                              "or auto (bf16 on a CUDA GPU that has it)")
 
@@ -96,8 +98,9 @@ def run(args: argparse.Namespace) -> int:
         resolve_device,
     )
 
-    prefer_expandable_segments()  # before anything touches the GPU
-    device = resolve_device(args.device)
+    device = resolve_device(args.device)  # (asks whether CUDA exists; starts nothing)
+    if device.type == "cuda":
+        prefer_expandable_segments()  # before anything allocates on the GPU
     clusterer = make_clusterer(args)
     volumes = parse_volumes(args.volumes)
     module = load_module(args.checkpoint or default_checkpoint(), device, backend=args.backend)
