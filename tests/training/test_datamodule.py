@@ -5,6 +5,7 @@ from __future__ import annotations
 from itertools import islice
 from pathlib import Path
 
+import pytest
 import torch
 
 from trackformers.features import FeatureConfig
@@ -87,3 +88,24 @@ def test_each_ddp_rank_simulates_its_own_events() -> None:
                   range(2))]
     assert all(np.array_equal(a, b) for a, b in zip(x[0], single))
     assert not any(len(a) == len(b) and np.array_equal(a, b) for a in x[0] for b in x[1])
+
+
+def test_ddp_ranks_read_disjoint_file_events(tmp_path: Path) -> None:
+    """Rank r of R takes every R-th event of the training files (one reader per process here): disjoint
+    shares that cover every event; a reader left without events says so instead of spinning forever."""
+    from trackformers.errors import InputError
+    from trackformers.training.datamodule import FileStream
+
+    write_events(list(simulate(5, seed=3, pileup=1, volumes=[7, 8, 9])), tmp_path / "ev", format="csv")
+    dm = TrackDataModule(volumes=[7, 8, 9])
+
+    def stream(rank: int, world: int) -> FileStream:
+        return FileStream(files=[str(tmp_path / "ev")], read_options={}, max_hits=10**6, config=dm.config,
+                          repeat=True, rank=rank, world=world)
+
+    shares = [[e.event_id for e in islice(stream(r, 2).events(), 6)] for r in (0, 1)]
+    first = [e.event_id for e in islice(stream(0, 1).events(), 5)]
+    assert shares[0] == first[0::2] * 2 and shares[1] == first[1::2] * 3  # each pass repeats its share
+    assert not set(shares[0]) & set(shares[1]) and set(shares[0]) | set(shares[1]) == set(first)
+    with pytest.raises(InputError, match="5 event\\(s\\) for 6 readers"):
+        list(islice(stream(5, 6).events(), 1))

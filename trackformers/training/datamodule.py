@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from trackformers.batch import PackedBatch
+from trackformers.errors import InputError
 from trackformers.features import FeatureConfig, pack_events
 from trackformers.training import pl
 
@@ -84,7 +85,11 @@ class SimulatedStream(IterableDataset):
 
 
 class FileStream(IterableDataset):
-    """Packed batches of the events of ``files``, read again on every pass (``repeat``) or once."""
+    """Packed batches of the events of ``files``, read again on every pass (``repeat``) or once.
+
+    The events are dealt round-robin to the readers: data worker w of DDP rank r of R (W workers each) takes
+    events i with i mod (R·W) = r·W + w, so no two processes train on the same event.
+    """
 
     def __init__(
         self,
@@ -95,9 +100,12 @@ class FileStream(IterableDataset):
         config: FeatureConfig,
         repeat: bool,
         keep_events: bool = False,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         super().__init__()
         self.files, self.read_options, self.max_hits, self.config = files, read_options, max_hits, config
+        self.rank, self.world = rank, world
         self.repeat, self.keep_events = repeat, keep_events
         self.consumed = 0  # batches a resumed run has already trained on (set by the data module)
 
@@ -105,12 +113,21 @@ class FileStream(IterableDataset):
         from trackformers.io import read_events
 
         info = get_worker_info()
+        workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
+        readers, reader = self.world * workers, self.rank * workers + worker
         while True:
-            for i, event in enumerate(read_events(self.files, **self.read_options)):
-                if info is None or i % info.num_workers == info.id:
+            n = mine = 0
+            for n, event in enumerate(read_events(self.files, **self.read_options), start=1):
+                if (n - 1) % readers == reader:
+                    mine += 1
                     yield event
             if not self.repeat:
                 return
+            if not mine:  # an endless stream with nothing to deal out would spin forever
+                raise InputError(f"training files {', '.join(map(str, self.files[:3]))}"
+                                 f"{' ...' if len(self.files) > 3 else ''}: {n} event(s) for {readers} readers "
+                                 f"({self.world} process(es) x {workers} data worker(s)); expected at least one "
+                                 "event per reader: use fewer --data.num_workers or processes.")
 
     def __iter__(self) -> Iterator[PackedBatch]:
         batches = pack_by_hits(
@@ -219,6 +236,8 @@ class TrackDataModule(pl.LightningDataModule):
                 max_hits=self.max_hits,
                 config=self.config,
                 repeat=True,
+                rank=self.trainer.global_rank if self.trainer is not None else 0,
+                world=self.trainer.world_size if self.trainer is not None else 1,
             )
         else:
             data = SimulatedStream(
