@@ -65,6 +65,11 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return name
 
 
+def lightning_precision(precision: str, device: torch.device) -> str:
+    """The Lightning Trainer ``precision`` of a ``--precision`` choice (for the distributed path)."""
+    return "bf16-mixed" if resolve_precision(precision, device) == "bf16" else "32-true"
+
+
 def prefer_expandable_segments() -> bool:
     """Ask PyTorch's CUDA caching allocator for expandable segments, unless the user configured it or CUDA
     is already initialised (the setting is read once). Events of varying size then reuse one growing segment

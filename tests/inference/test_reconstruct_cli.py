@@ -266,6 +266,9 @@ def test_precision_choice(tmp_path: Path, event_dir: Path, events: list, checkpo
     assert inference.resolve_precision("bf16", cpu) == "bf16"
     with pytest.raises(InputError, match="--precision fp16: unknown precision"):
         inference.resolve_precision("fp16", cpu)
+    # the distributed path hands the same choice to Lightning's Trainer
+    assert inference.lightning_precision("bf16", cpu) == "bf16-mixed"
+    assert inference.lightning_precision("fp32", cpu) == inference.lightning_precision("auto", cpu) == "32-true"
     with inference.autocast_for("bf16", cpu):
         assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
     with inference.autocast_for("fp32", cpu):

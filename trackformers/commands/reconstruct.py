@@ -137,7 +137,7 @@ def print_metrics(metrics: dict[str, Any] | None) -> None:
 def _run_distributed(args: argparse.Namespace, module: Any, clusterer: Any, volumes: list[int] | None,
                      device: Any) -> int:
     """Lightning ``predict`` over ``--devices`` x ``--num-nodes`` DDP processes (each its share of inputs)."""
-    from trackformers.inference import resolve_precision
+    from trackformers.inference import lightning_precision
     from trackformers.prediction_writer import predict_distributed
 
     if args.evaluate:
@@ -148,7 +148,7 @@ def _run_distributed(args: argparse.Namespace, module: Any, clusterer: Any, volu
                         fmt=args.format, volumes=volumes, on_error=args.on_error,
                         accelerator="gpu" if device.type == "cuda" else "cpu", devices=args.devices,
                         num_nodes=args.num_nodes, strategy="ddp",
-                        precision="bf16-mixed" if resolve_precision(args.precision, device) == "bf16" else "32-true")
+                        precision=lightning_precision(args.precision, device))
     if rank == 0:
         print(f"wrote the submissions to {args.out} ({args.devices} x {args.num_nodes} processes).")
     return 0
