@@ -1,6 +1,6 @@
 """Training throughput with Lightning DDP: simulated events per second on N GPUs (one process each).
 
-Trains the shipped embedding architecture (d_model 128, 4 layers, window ±64, `local` attention, bf16-mixed)
+Trains the shipped checkpoint's architecture from fresh weights (`local` attention, bf16-mixed)
 on on-the-fly simulated pixel events for ``--steps`` optimiser steps and counts the events every rank trained
 on after ``--warmup`` steps (start-up, compilation and the data workers' first events excluded). Run it once
 per device count in the same call and divide (docs/benchmarks.md, "Multi-GPU"):
@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from trackformers.inference import default_checkpoint  # noqa: E402
 from trackformers.training.datamodule import TrackDataModule  # noqa: E402
 from trackformers.training.module import TrackingModule  # noqa: E402
 
@@ -63,13 +64,9 @@ def main() -> int:
     p.add_argument("--accelerator", default="gpu", help="gpu; cpu (gloo) only to smoke-test the script")
     args = p.parse_args()
     torch.set_float32_matmul_precision("high")
-    module = TrackingModule(
-        encoder={"class_path": "trackformers.models.encoder.Encoder",
-                 "init_args": {"d_model": 128, "n_heads": 4, "n_layers": 4, "mlp_ratio": 2.0, "activation": "swiglu",
-                               "norm": "rmsnorm", "backend": "local", "window": 64}},
-        task={"class_path": "trackformers.models.tasks.EmbeddingTask",
-              "init_args": {"dim": 16, "temperature": 0.05, "window": 64, "n_random": 16, "pt_min": 0.5}},
-        features={})
+    # The shipped checkpoint's architecture and loss (not its weights), so this stays the model we ship.
+    shipped = TrackingModule.load_checkpoint(default_checkpoint()).hparams
+    module = TrackingModule(encoder=shipped["encoder"], task=shipped["task"], features=shipped["features"])
     data = TrackDataModule(volumes=[7, 8, 9], pileup=args.pileup, max_hits_per_batch=args.max_hits,
                            num_workers=args.workers, n_val_events=1)
     meter = Meter(args.warmup)
