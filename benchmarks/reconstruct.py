@@ -71,6 +71,8 @@ def parse_args() -> argparse.Namespace:
                    help="override a clusterer setting, e.g. gpu.radius=0.3")
     p.add_argument("--json", default=None, help="write the records here")
     p.add_argument("--cuda-graphs", action="store_true", help="replay the model from CUDA graphs")
+    p.add_argument("--graph-slack", type=float, default=None, help="GraphedForward reuse_slack (default: its own)")
+    p.add_argument("--graph-headroom", type=float, default=None, help="GraphedForward headroom (default: its own)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the encoder's norms and MLPs (trackformers.fused); with --profile: also")
     p.add_argument("--profile", default=None, metavar="DIR", help="profile one event's stages, write tables here")
@@ -149,7 +151,9 @@ def main() -> int:
     if args.cuda_graphs:
         from trackformers.cuda_graph import GraphedForward
 
-        forward = GraphedForward(module)
+        policy = {k: v for k, v in (("reuse_slack", args.graph_slack), ("headroom", args.graph_headroom))
+                  if v is not None}
+        forward = GraphedForward(module, **policy)
     if args.profile:
         from benchmarks.reconstruct_profile import profile
 
@@ -215,6 +219,9 @@ def main() -> int:
             "hits_mean": statistics.mean(len(e) for e in events),
             "bf16": args.bf16, "backend": args.backend, "checkpoint": ckpt.name, "cuda_graphs": args.cuda_graphs,
             "warmup_s": warmup_s, "graphs": None if forward is None else len(forward.graphs),
+            "graph_lengths": None if forward is None else sorted(k[0] for k in forward.graphs),
+            "graph_slack": None if forward is None else forward.reuse_slack,
+            "graph_headroom": None if forward is None else forward.headroom,
             "compile": args.compile, "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     print(json.dumps(meta))

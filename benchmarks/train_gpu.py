@@ -121,6 +121,9 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["object_pt_min"] = args.object_pt
     if args.neg_eta_slices is not None:
         out["neg_eta_slices"] = args.neg_eta_slices
+    for item in args.task_arg:
+        key, _, value = item.partition("=")
+        out[key] = json.loads(value)
     return out
 
 
@@ -135,8 +138,16 @@ def one_cycle(args: argparse.Namespace) -> dict[str, Any]:
 def build(args: argparse.Namespace) -> TrackingModule:
     if args.resume:
         module = TrackingModule.load_checkpoint(args.resume, backend=args.backend)
+        if args.new_task:  # keep the trained encoder, start a fresh head of --task (e.g. a hit filter)
+            from trackformers.training.module import instantiate
+
+            name, init = TASKS[args.task]
+            spec = {"class_path": f"trackformers.models.tasks.{name}", "init_args": {**init, **overrides(args)}}
+            module.task = instantiate(spec, kind="task", d_model=module.encoder.d_model)
+            module.hparams["task"] = spec
         for key, value in overrides(args).items():
-            setattr(module.task, key, value)
+            # the task keeps its clusterer argument as ``clusterer_spec`` (``clusterer`` is a method)
+            setattr(module.task, "clusterer_spec" if key == "clusterer" else key, value)
             module.hparams["task"]["init_args"][key] = value
         if args.encoder_window is not None:  # the attention half-width is a layout choice, not a weight
             module.encoder.window = args.encoder_window
@@ -226,6 +237,7 @@ def train(module: TrackingModule, args: argparse.Namespace, curve: Curve, wait: 
             n_val_events=args.val_events,
             max_hits_per_batch=args.max_hits,
             num_workers=args.workers,
+            simulation=args.simulation,
         )
         trainer = pl.Trainer(
             accelerator="gpu" if torch.cuda.is_available() else "cpu",
@@ -318,6 +330,13 @@ def main() -> None:
                    help="attention within η-slices (0 = whole events; default 0, or the checkpoint's on resume)")
     p.add_argument("--val-clusterer", default=None, type=clusterer_json,
                    help='validation clusterer as JSON, e.g. \'{"name": "gpu", "radius": 0.2}\' (default: the task\'s)')
+    p.add_argument("--new-task", action="store_true",
+                   help="with --resume: keep the encoder's weights, replace the head by a fresh --task head")
+    p.add_argument("--task-arg", action="append", default=[], metavar="KEY=JSON",
+                   help="task hyper-parameter, e.g. dim=0 (also on resume)")
+    p.add_argument("--simulation", type=json.loads, default=None,
+                   help='extra simulator options of the training and validation events, e.g. '
+                        '\'{"pt_min": 0.8, "multiplicity": 10.17}\' (hard particles at their minimum-bias rate)')
     p.add_argument("--neg-eta-slices", type=int, default=None, help="contrastive negatives within η-slices")
     p.add_argument("--backend", default="local")
     p.add_argument("--precision", default="bf16-mixed")

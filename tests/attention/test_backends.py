@@ -251,3 +251,26 @@ def test_flex_compiled_cpu_matches_reference_without_recompiling() -> None:
             out = flex_attention_with_mask(q.float(), k.float(), v.float(), build_block_mask(layout, "cpu"),
                                            0.25, compiled=True)
         torch.testing.assert_close(out.double(), ref, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["reference", "dense", "flex", "local"])
+def test_views_of_a_fused_projection_equal_contiguous_inputs(backend: str) -> None:
+    """The encoder hands attend() q, k, v as views of one (N, 3, H, D) projection: every backend must give
+    what it gives on contiguous copies (``local`` reads the strides, the others get copies in ``attend``)."""
+    layout, _ = make_case([37, 0, 131], window=9)
+    g = torch.Generator().manual_seed(5)
+    qkv = torch.randn(168, 3, 2, 16, generator=g, dtype=torch.float32)
+    q, k, v = qkv.unbind(1)
+    assert not q.is_contiguous()
+    grad = backend in ("reference", "dense", "local")  # flex has no backward on CPU
+    views = qkv.clone().requires_grad_(grad)
+    copies = [t.clone().contiguous().requires_grad_(grad) for t in (q, k, v)]
+    out_views = attend(*views.unbind(1), layout, backend=backend)
+    out_copies = attend(*copies, layout, backend=backend)
+    torch.testing.assert_close(out_views, out_copies, atol=1e-6, rtol=1e-5)
+    if grad:
+        w = torch.randn(out_views.shape, generator=g)
+        (out_views * w).sum().backward()
+        (out_copies * w).sum().backward()
+        for i, t in enumerate(copies):
+            torch.testing.assert_close(views.grad[:, i], t.grad, atol=1e-6, rtol=1e-5)

@@ -202,3 +202,39 @@ def test_cli_flag_cuda_graphs(tmp_path: object, event: object) -> None:
                      "--device", "cpu", "--no-progress", *flag]) == 0
     name = f"{event.name}-submission.csv"
     pd.testing.assert_frame_equal(pd.read_csv(root / "eager" / name), pd.read_csv(root / "graphs" / name))
+
+
+def test_lengths_reuse_an_existing_graph_within_the_slack() -> None:
+    graphed = GraphedForward(tiny_module(), reuse_slack=0.25, headroom=0.125)
+    assert graphed.lengths(56_000) == [bucket_length(63_000)]  # nothing captured yet: a new, roomier bucket
+    dev = torch.device("cpu")
+    for length in (61_440, 65_536, 90_112):  # pretend these graphs exist (only the key's length is read)
+        graphed.graphs[(length, dev)] = None  # type: ignore[assignment]
+    assert graphed.lengths(56_000)[:-1] == [61_440, 65_536]  # smallest first; 90 112 > 56 000 · 1.25
+    assert graphed.lengths(64_000)[:-1] == [65_536]
+    assert graphed.lengths(70_000)[:-1] == []  # 90 112 is 29 % too long
+    plain = GraphedForward(tiny_module())
+    plain.graphs[(65_536, dev)] = None  # type: ignore[assignment]
+    assert plain.lengths(60_000) == [61_440]  # default: exact buckets only, as before
+    with pytest.raises(ValueError, match="reuse_slack"):
+        GraphedForward(tiny_module(), reuse_slack=-0.1)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("encoder", ["local window", "eta slices"])
+def test_cuda_events_of_different_sizes_share_one_graph(encoder: str) -> None:
+    module = tiny_module(**ENCODERS[encoder]).cuda()
+    graphed = GraphedForward(module, reuse_slack=1.0)
+    # 2 115, 1 689, 939, 889 hits: the first graph (3 072 rows) serves the second event, not the third
+    events = sorted(simulate(4, seed=7, pileup=6, volumes=(7, 8, 9)), key=len, reverse=True)
+    counts = []
+    for event in events:
+        batch = pack_events([event], module.feature_config).to("cuda")
+        with torch.no_grad():
+            got = graphed(batch)["embedding"]
+            want = module(batch)["embedding"]
+        assert graphed.reason is None, graphed.reason
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        counts.append(len(graphed.graphs))
+    assert [len(e) for e in events] == [2115, 1689, 939, 889]
+    assert counts == [1, 1, 2, 2]

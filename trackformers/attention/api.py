@@ -116,13 +116,25 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: AttentionL
                 continue
             reason = _BACKENDS[name][1](q, layout, needs_grad)
             if reason is None:
-                return _BACKENDS[name][0](q, k, v, layout, scale)
+                return _run(name, q, k, v, layout, scale)
             log.info("attention auto: skipped %s: %s", name, reason)
         raise BackendUnavailable("no attention backend can run this call")
     reason = can_run(backend, q, layout, needs_grad=needs_grad)
     if reason is not None:
         raise BackendUnavailable(f"attention backend '{backend}' cannot run: {reason}")
-    return _BACKENDS[backend][0](q, k, v, layout, scale)
+    return _run(backend, q, k, v, layout, scale)
+
+
+#: Backends that read q, k, v through their strides (any layout with a unit last stride, e.g. the views of a
+#: fused qkv projection); the others get contiguous copies.
+STRIDED: frozenset[str] = frozenset({"local"})
+
+
+def _run(name: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: AttentionLayout,
+         scale: float) -> torch.Tensor:
+    if name not in STRIDED:
+        q, k, v = (t.contiguous() for t in (q, k, v))
+    return _BACKENDS[name][0](q, k, v, layout, scale)
 
 
 def _load_all() -> None:

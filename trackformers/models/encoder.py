@@ -84,7 +84,9 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, layout: AttentionLayout, backend: str) -> torch.Tensor:
         n, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(n, 3, self.heads, d // self.heads).unbind(1)
-        a = attend(q.contiguous(), k.contiguous(), v.contiguous(), layout, backend=backend)
+        # views of the fused projection: the local kernel reads them through their strides (no copies);
+        # attend() makes contiguous copies for the backends that need them
+        a = attend(q, k, v, layout, backend=backend)
         x = x + self.drop(self.proj(a.reshape(n, d)))
         return x + self.drop(self.mlp(self.norm2(x)))
 

@@ -51,7 +51,7 @@ def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: AttentionLayo
     if q.device.type == "cpu" and not interpreting():  # no Triton on this CPU path: the banded torch version
         from trackformers.attention.local.band import band_attention
 
-        return band_attention(q, k, v, layout, scale)
+        return band_attention(q.contiguous(), k.contiguous(), v.contiguous(), layout, scale)
     from trackformers.attention.local.function import local_attention
 
     return local_attention(q, k, v, layout.cu_seqlens, layout.max_seqlen, layout.window, scale,
