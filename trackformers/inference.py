@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,9 @@ from torch import Tensor
 
 from trackformers.errors import InputError
 from trackformers.events import Event
+
+if TYPE_CHECKING:
+    from trackformers.filtering import HitFilter
 
 STAGES: tuple[str, ...] = ("read", "features", "model", "clustering", "write")
 FORMATS: tuple[str, ...] = ("csv", "parquet")
@@ -153,13 +156,27 @@ class TimedClusterer:
 
 
 def reconstruct_event(module: Any, event: Event, clusterer: Callable[..., Tensor] | None,
-                      timer: StageTimer, *, forward: Callable[..., Any] | None = None) -> pd.DataFrame:
+                      timer: StageTimer, *, forward: Callable[..., Any] | None = None,
+                      hit_filter: HitFilter | None = None) -> pd.DataFrame:
     """``DataFrame[hit_id, track_id]`` for one event; books features, model and clustering time.
 
     ``forward`` replaces ``module(batch)`` (e.g. a :class:`~trackformers.cuda_graph.GraphedForward`).
+    ``hit_filter`` (a :class:`~trackformers.filtering.HitFilter`): only the hits it keeps go to ``module``;
+    every dropped hit gets its own new track id. The filter's time (its features, model, the subset and the
+    merge) is booked as ``model``; it runs eagerly even when ``forward`` replays the tracker from CUDA graphs.
     """
     if len(event.hits) == 0:
         return pd.DataFrame({"hit_id": np.zeros(0, np.int64), "track_id": np.zeros(0, np.int64)})
+    if hit_filter is not None:
+        t0 = time.perf_counter()
+        keep = hit_filter.keep(event)
+        sub_event = hit_filter.subset(event, keep)
+        filtering = time.perf_counter() - t0
+        sub = reconstruct_event(module, sub_event, clusterer, timer, forward=forward)
+        t0 = time.perf_counter()
+        merged = hit_filter.merge(event, keep, sub)
+        timer.seconds["model"] += filtering + time.perf_counter() - t0
+        return merged
     if clusterer is None and hasattr(getattr(module, "task", None), "clusterer"):
         clusterer = module.task.clusterer(None)  # the model's default, built here so its time is booked
     timed = TimedClusterer(clusterer, timer) if clusterer is not None else None
@@ -272,12 +289,17 @@ class Summary:
     #: CUDA runs: (peak allocated, peak reserved) bytes over the whole run (peak statistics are reset when
     #: reconstruct_files starts), warm-up and graph captures included
     gpu_memory: tuple[int, int] | None = None
+    #: with a hit filter: how many of ``hits`` it kept for the tracker (None without a filter)
+    kept: int | None = None
 
     def format(self) -> str:
         """A few lines: counts, then total and per-event milliseconds per stage."""
         n = max(self.events, 1)
         lines = [f"events {self.events}, hits {self.hits}, tracks {self.tracks}, skipped inputs "
                  f"{len(self.skipped)}", f"{'stage':<12}{'total s':>10}{'ms/event':>11}"]
+        if self.kept is not None:
+            share = 100.0 * self.kept / self.hits if self.hits else 0.0
+            lines.insert(1, f"hit filter kept {self.kept} of {self.hits} hits ({share:.1f}%)")
         for stage in STAGES:
             s = self.seconds.get(stage, 0.0)
             lines.append(f"{stage:<12}{s:>10.3f}{1e3 * s / n:>11.1f}")
@@ -294,7 +316,7 @@ def reconstruct_files(inputs: Sequence[str | Path], *, module: Any, out_dir: str
                       on_error: str = "fail", volumes: Sequence[int] | None = None, evaluate: bool = False,
                       progress: bool | None = None, device: torch.device | None = None,
                       on_skip: Callable[[str, str], None] | None = None, cuda_graphs: bool = False,
-                      precision: str = "fp32") -> Summary:
+                      precision: str = "fp32", hit_filter: HitFilter | None = None) -> Summary:
     """Reconstruct every event of ``inputs`` with ``module`` and write one submission per event.
 
     Args:
@@ -311,6 +333,9 @@ def reconstruct_files(inputs: Sequence[str | Path], *, module: Any, out_dir: str
         cuda_graphs: replay the model from CUDA graphs (:class:`~trackformers.cuda_graph.GraphedForward`;
             it runs eagerly, and logs why, where it cannot).
         precision: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 on a CUDA GPU that has it, else fp32).
+        hit_filter: a :class:`~trackformers.filtering.HitFilter` (on the same device): two-stage
+            reconstruction, see :func:`reconstruct_event` (the filter runs eagerly, also with CUDA graphs);
+            ``summary.kept`` counts the hits it kept.
     """
     from tqdm.auto import tqdm
 
@@ -319,6 +344,7 @@ def reconstruct_files(inputs: Sequence[str | Path], *, module: Any, out_dir: str
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt}: unknown output format; expected one of {', '.join(FORMATS)}.")
     summary = Summary()
+    kept_before = hit_filter.hits_kept if hit_filter is not None else 0
     where = device or next(iter(module.parameters()), torch.empty(0)).device
     numerics = autocast_for(resolve_precision(precision, where), where)
     if where.type == "cuda":
@@ -347,7 +373,7 @@ def reconstruct_files(inputs: Sequence[str | Path], *, module: Any, out_dir: str
             continue
         seen[event.event_id] = event.source
         with numerics:
-            sub = reconstruct_event(module, event, clusterer, timer, forward=forward)
+            sub = reconstruct_event(module, event, clusterer, timer, forward=forward, hit_filter=hit_filter)
         with timer("write"):
             summary.written.append(write_output(event, sub, out_dir, fmt))
         summary.events += 1
@@ -370,6 +396,8 @@ def reconstruct_files(inputs: Sequence[str | Path], *, module: Any, out_dir: str
         reported += 1
     if where.type == "cuda":
         summary.gpu_memory = (torch.cuda.max_memory_allocated(where), torch.cuda.max_memory_reserved(where))
+    if hit_filter is not None:
+        summary.kept = hit_filter.hits_kept - kept_before
     if evaluate and per_event:
         from trackformers.metrics import summarize
 

@@ -87,6 +87,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", type=int, default=1,
                         help="N > 1 (or --num-nodes > 1): Lightning predict with DDP, N processes a node")
     parser.add_argument("--num-nodes", type=int, default=1, help="nodes for distributed prediction")
+    parser.add_argument("--filter", default=None, metavar="CKPT",
+                        help="two-stage reconstruction: a hit-filter checkpoint (HitFilterTask) decides which "
+                             "hits the tracker sees; every dropped hit gets its own track id")
+    parser.add_argument("--filter-threshold", type=float, default=None, metavar="P",
+                        help="keep probability cut in (0, 1) for --filter (default: the filter's own)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,8 +108,11 @@ def run(args: argparse.Namespace) -> int:
         prefer_expandable_segments()  # before anything allocates on the GPU
     clusterer = make_clusterer(args)
     volumes = parse_volumes(args.volumes)
+    hit_filter = load_filter(args, device)
     module = load_module(args.checkpoint or default_checkpoint(), device, backend=args.backend)
     if args.devices > 1 or args.num_nodes > 1:
+        if hit_filter is not None:
+            raise InputError("--filter works in one process; leave it out with --devices/--num-nodes.")
         return _run_distributed(args, module, clusterer, volumes, device)
 
     def on_skip(source: str, reason: str) -> None:
@@ -114,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
                                 fmt=args.format, on_error=args.on_error, volumes=volumes,
                                 evaluate=args.evaluate, progress=False if args.no_progress else None,
                                 device=device, on_skip=on_skip, cuda_graphs=args.cuda_graphs,
-                                precision=args.precision)
+                                precision=args.precision, hit_filter=hit_filter)
     print(summary.format())
     if args.evaluate:
         print_metrics(summary.metrics)
@@ -122,6 +130,20 @@ def run(args: argparse.Namespace) -> int:
         print("trackformers: error: no event was reconstructed; every input was skipped.", file=sys.stderr)
         return 2
     return 0
+
+
+def load_filter(args: argparse.Namespace, device: Any) -> Any:
+    """The :class:`~trackformers.filtering.HitFilter` of ``--filter`` / ``--filter-threshold``, or None."""
+    threshold = args.filter_threshold
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        raise InputError(f"--filter-threshold {threshold}: expected a keep probability in (0, 1).")
+    if args.filter is None:
+        if threshold is not None:
+            raise InputError("--filter-threshold needs --filter CKPT, the hit-filter checkpoint it applies to.")
+        return None
+    from trackformers.filtering import HitFilter
+
+    return HitFilter.load(args.filter, device, threshold=threshold, backend=args.backend)
 
 
 def print_metrics(metrics: dict[str, Any] | None) -> None:

@@ -1,0 +1,139 @@
+"""Hit filter: the first stage of two-stage reconstruction (keep hits → track the kept ones → merge).
+
+At pile-up μ = 200 most hits belong to soft particles (pT < 0.9 GeV) and noise; a tracker that sees only the
+hits of hard particles does far better (benchmarks/results/oracle_filter_cpu.log). A :class:`HitFilter`
+wraps a TrackingModule whose task outputs ``keep_logit`` per hit (a
+:class:`~trackformers.models.tasks.HitFilterTask`): :meth:`HitFilter.keep` says which hits of an event to
+keep, :meth:`HitFilter.subset` cuts the event down to them, and :meth:`HitFilter.merge` turns the tracker's
+submission of the subset back into one for the whole event (every dropped hit its own new track id).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from trackformers.errors import InputError
+from trackformers.events import Event
+from trackformers.features import pack_events
+
+
+class HitFilter:
+    """Keep/drop decision per hit from a filter model.
+
+    Args:
+        module: a TrackingModule whose task has a ``keep_logit`` output (a HitFilterTask), on its device.
+        threshold: keep probability cut in (0, 1); None = the task's own ``threshold``.
+        source: where the module came from (checkpoint path), for error messages.
+
+    ``hits_seen`` / ``hits_kept`` count the hits passed through :meth:`keep` (for run summaries).
+    """
+
+    def __init__(self, module: Any, threshold: float | None = None, *, source: str = "<memory>") -> None:
+        from trackformers.models.tasks.hit_filter import HitFilterTask
+
+        task = getattr(module, "task", None)
+        if not isinstance(task, HitFilterTask):
+            raise InputError(f"checkpoint {source}: its task is {type(task).__name__}, which has no keep_logit "
+                             "output; expected a hit filter (trackformers.models.tasks.HitFilterTask).")
+        threshold = float(task.threshold if threshold is None else threshold)
+        if not 0.0 < threshold < 1.0:
+            raise InputError(f"filter threshold {threshold}: expected a keep probability in (0, 1).")
+        self.module, self.threshold, self.source = module, threshold, source
+        self.hits_seen = 0
+        self.hits_kept = 0
+
+    @classmethod
+    def load(cls, checkpoint: Any, device: torch.device, *, threshold: float | None = None,
+             backend: str | None = None) -> HitFilter:
+        """Load a filter checkpoint for inference (see :func:`trackformers.inference.load_module`)."""
+        from trackformers.inference import load_module
+
+        return cls(load_module(checkpoint, device, backend=backend), threshold, source=str(checkpoint))
+
+    @torch.no_grad()
+    def probability(self, event: Event, *, forward: Callable[..., Any] | None = None) -> np.ndarray:
+        """(N,) float32 keep probability per hit, row i for ``event.hits`` row i.
+
+        The event is packed exactly as ``TrackingModule.reconstruct`` packs it; the packed rows are in the
+        hits-table order (the encoder φ-sorts internally and returns its states unsorted).
+        """
+        n = len(event.hits)
+        if n == 0:
+            return np.zeros(0, np.float32)
+        module = self.module
+        batch = pack_events([event], module.feature_config, targets=False).to(module.device)
+        was_training = module.training
+        module.eval()
+        from trackformers.attention.api import BackendUnavailable
+
+        try:
+            outputs = module(batch) if forward is None else forward(batch)
+        except BackendUnavailable as err:  # e.g. a dense-trained filter on a 500k-hit event
+            raise InputError(f"{event.source}: event {event.event_id} ({n} hits): the hit filter {self.source}: "
+                             f"{err}; expected a backend that scales to it, e.g. --backend auto.") from None
+        finally:
+            module.train(was_training)
+        return torch.sigmoid(outputs["keep_logit"].float()).cpu().numpy().reshape(n)
+
+    def keep(self, event: Event, *, forward: Callable[..., Any] | None = None) -> np.ndarray:
+        """(N,) bool: True for the hits of ``event.hits`` (same row order) to hand to the tracker."""
+        keep = self.probability(event, forward=forward) >= self.threshold
+        self.hits_seen += int(keep.size)
+        self.hits_kept += int(keep.sum())
+        return keep
+
+    @staticmethod
+    def subset(event: Event, keep: np.ndarray) -> Event:
+        """The event with only the kept hits (hits-table order kept), their truth and cells rows.
+
+        The particles table is kept whole: a particle's properties (``nhits`` included) do not change
+        because some of its hits were dropped, and the tracker never reads it.
+        """
+        keep = _checked(event, keep)
+        hits = event.hits.loc[keep].reset_index(drop=True)
+        ids = hits["hit_id"].to_numpy()
+
+        def rows(table: pd.DataFrame | None) -> pd.DataFrame | None:
+            if table is None:
+                return None
+            return table.loc[np.isin(table["hit_id"].to_numpy(), ids)].reset_index(drop=True)
+
+        return dataclasses.replace(event, hits=hits, truth=rows(event.truth), cells=rows(event.cells)).validate()
+
+    @staticmethod
+    def merge(event: Event, keep: np.ndarray, sub_submission: pd.DataFrame) -> pd.DataFrame:
+        """``DataFrame[hit_id, track_id]`` (int64, ``event.hits`` order) for the whole event.
+
+        Kept hits take the tracker's ids from ``sub_submission`` (one row per kept hit); dropped hits take
+        fresh ids above the tracker's largest, one each, so no dropped hit joins a track.
+        """
+        keep = _checked(event, keep)
+        hit_ids = event.hits["hit_id"].to_numpy(np.int64)
+        kept_ids = hit_ids[keep]
+        sub_ids = sub_submission["hit_id"].to_numpy(np.int64)
+        if len(sub_ids) != len(kept_ids) or not np.array_equal(np.sort(sub_ids), np.sort(kept_ids)):
+            raise InputError(f"{event.source} (event {event.event_id}): the tracker's submission has "
+                             f"{len(sub_ids)} rows that do not match the {len(kept_ids)} kept hits; expected "
+                             "exactly one row per kept hit.")
+        track = np.empty(len(hit_ids), np.int64)
+        sub_tracks = sub_submission["track_id"].to_numpy(np.int64)
+        # map the tracker's rows to the kept rows by hit id (its row order need not be the hits order)
+        track[keep] = pd.Series(sub_tracks, index=sub_ids).reindex(kept_ids).to_numpy(np.int64)
+        start = int(sub_tracks.max()) + 1 if len(sub_tracks) else 0
+        track[~keep] = start + np.arange(int((~keep).sum()), dtype=np.int64)
+        return pd.DataFrame({"hit_id": hit_ids, "track_id": track})
+
+
+def _checked(event: Event, keep: np.ndarray) -> np.ndarray:
+    """``keep`` as a (N,) bool array for ``event.hits``; InputError if its shape or type is wrong."""
+    keep = np.asarray(keep)
+    if keep.dtype != np.bool_ or keep.shape != (len(event.hits),):
+        raise InputError(f"{event.source} (event {event.event_id}): keep mask of dtype {keep.dtype} and shape "
+                         f"{keep.shape}; expected bool of shape ({len(event.hits)},), one per hit.")
+    return keep
