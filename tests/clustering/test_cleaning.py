@@ -1,0 +1,175 @@
+"""Track cleaning: vectorised vs a plain per-track reference, known answers on exact helices, edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trackformers.clustering.cleaning import check_params, clean_tracks, fit_tracks
+from trackformers.errors import InputError
+
+
+def reference_fit(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One track: residuals (mm) of the r⁴-weighted orthogonal conformal fit (eigh) and the lstsq z line."""
+    r2 = x * x + y * y
+    safe = np.where(r2 > 0, r2, 1.0)
+    p = np.stack([x / safe, y / safe], 1)
+    w = r2 * r2
+    mean = (w[:, None] * p).sum(0) / max(w.sum(), 1e-300)
+    d = p - mean
+    _, vecs = np.linalg.eigh((w[:, None, None] * d[:, :, None] * d[:, None, :]).sum(0))
+    n = vecs[:, 0]
+    rho0 = float(n @ mean)
+    if rho0 < 0:
+        n, rho0 = -n, -rho0
+    if rho0 > 1e-9:  # a circle: plain |distance to centre − R|
+        radius = 1.0 / (2.0 * rho0)
+        res_t = np.abs(np.hypot(x - n[0] * radius, y - n[1] * radius) - radius)
+        s = 2.0 * radius * np.arcsin(np.minimum(np.sqrt(r2) / (2.0 * radius), 1.0))
+    else:  # (nearly) straight: the distance to the line through the origin
+        res_t, s = np.abs(x * n[0] + y * n[1]), np.sqrt(r2)
+    design = np.stack([np.ones_like(s), s], 1)
+    if np.ptp(s) > 1e-6 * max(np.abs(s).max(), 1e-300):
+        coef = np.linalg.lstsq(design, z, rcond=None)[0]
+    else:
+        coef = np.array([z.mean(), 0.0])
+    return res_t, np.abs(z - design @ coef)
+
+
+def reference_clean(x, y, z, track_id, *, max_transverse_mm=1.0, max_z_mm=5.0, min_hits=3, iterations=2,
+                    reject=False) -> np.ndarray:
+    """Python loop over tracks and rounds; fresh singleton ids in hit order above the largest input id."""
+    ids = np.asarray(track_id, dtype=np.int64)
+    single = np.zeros(len(ids), dtype=bool)
+    for tid in np.unique(ids):
+        members = list(np.flatnonzero(ids == tid))
+        if len(members) < min_hits:
+            continue
+        for step in range(iterations + (1 if reject else 0)):
+            idx = np.array(members)
+            res_t, res_z = reference_fit(x[idx], y[idx], z[idx])
+            score = np.maximum(res_t / max_transverse_mm, res_z / max_z_mm)
+            if score.max() <= 1.0:
+                break
+            if step == iterations:
+                members = []
+                break
+            members.pop(int(np.argmax(score)))
+            if len(members) < min_hits:
+                members = []
+                break
+        keep = np.zeros(len(ids), dtype=bool)
+        keep[members] = True
+        single |= (ids == tid) & ~keep
+    out = ids.copy()
+    out[single] = ids.max() + 1 + np.arange(int(single.sum()))
+    return out
+
+
+def helix(rng: np.random.Generator, radius: float, charge: int, n: int = 8):
+    """Exact hits of a helix from the origin: radii 30..180 mm, z = z0 + cotθ·s (s the arc length)."""
+    phi0 = rng.uniform(-np.pi, np.pi)
+    s = np.sort(rng.uniform(30.0, 180.0, n))
+    turn = charge * s / radius  # the angle the track turns by after arc length s
+    cx, cy = -charge * radius * np.sin(phi0), charge * radius * np.cos(phi0)
+    x = cx + charge * radius * np.sin(phi0 + turn)
+    y = cy - charge * radius * np.cos(phi0 + turn)
+    return x, y, rng.uniform(-50, 50) + rng.uniform(-3, 3) * s
+
+
+def random_event(seed: int, n_tracks: int = 60):
+    """Junk-ish tracks of random sizes 1..12 (some near-helices with noise), duplicate ids, shuffled."""
+    rng = np.random.default_rng(seed)
+    xs, ys, zs, ids = [], [], [], []
+    for _ in range(n_tracks):
+        m = int(rng.integers(1, 13))
+        if rng.random() < 0.5:
+            x, y, z = helix(rng, rng.uniform(200, 5000), int(rng.choice([-1, 1])), m)
+            k = rng.normal(0, 2.0, (3, m)) * (rng.random(m) < 0.3)  # a few displaced hits
+            x, y, z = x + k[0], y + k[1], z + 4 * k[2]
+        else:
+            rr, ph = rng.uniform(30, 1000, m), rng.uniform(-np.pi, np.pi, m)
+            x, y, z = rr * np.cos(ph), rr * np.sin(ph), rng.uniform(-1000, 1000, m)
+        xs.append(x), ys.append(y), zs.append(z)
+        ids.append(np.full(m, int(rng.integers(0, n_tracks // 2)) * 7 - 50))  # duplicates, negatives
+    perm = rng.permutation(sum(len(i) for i in ids))
+    return tuple(np.concatenate(a)[perm] for a in (xs, ys, zs, ids))
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("kw", [{}, {"max_transverse_mm": 0.5, "max_z_mm": 2.0, "iterations": 3},
+                                {"reject": True, "iterations": 1}, {"min_hits": 4, "iterations": 0,
+                                                                    "reject": True}])
+def test_matches_reference(seed: int, kw: dict) -> None:
+    x, y, z, ids = random_event(seed)
+    got = clean_tracks(x, y, z, ids, **kw)
+    np.testing.assert_array_equal(got, reference_clean(x, y, z, ids, **kw))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fit_residuals_match_reference(seed: int) -> None:
+    x, y, z, ids = random_event(seed + 20)
+    uniq, group = np.unique(ids, return_inverse=True)
+    active = np.random.default_rng(seed).random(len(ids)) < 0.8
+    res_t, res_z = fit_tracks(x, y, z, group, active, len(uniq))
+    for g in range(len(uniq)):
+        idx = np.flatnonzero((group == g) & active)
+        if len(idx) >= 3:
+            want_t, want_z = reference_fit(x[idx], y[idx], z[idx])
+            np.testing.assert_allclose(res_t[idx], want_t, rtol=1e-7, atol=1e-7)
+            np.testing.assert_allclose(res_z[idx], want_z, rtol=1e-7, atol=1e-7)
+
+
+def test_known_answer_helices_lose_exactly_the_injected_hits() -> None:
+    rng = np.random.default_rng(7)
+    xs, ys, zs, ids, injected = [], [], [], [], []
+    for t, (radius, charge) in enumerate([(300, 1), (300, -1), (1500, 1), (8000, -1), (1e9, 1), (1e12, -1)]):
+        x, y, z = helix(rng, radius, charge, 9)
+        far = np.zeros(9, dtype=bool)
+        far[rng.choice(9, 2 if t % 2 else 1, replace=False)] = True
+        x = x + far * 20.0 * (t % 3 == 0)  # transverse outliers on some tracks, z outliers on the others
+        z = z + far * 40.0 * (t % 3 != 0)
+        xs.append(x), ys.append(y), zs.append(z), ids.append(np.full(9, 100 + t)), injected.append(far)
+    x, y, z, ids, far = (np.concatenate(a) for a in (xs, ys, zs, ids, injected))
+    got = clean_tracks(x, y, z, ids, max_transverse_mm=0.5, max_z_mm=2.0, iterations=2)
+    np.testing.assert_array_equal(got[~far], ids[~far])  # every genuine hit stays on its track
+    assert (got[far] > ids.max()).all() and len(np.unique(got[far])) == far.sum()
+    clean = clean_tracks(x[~far], y[~far], z[~far], ids[~far], max_transverse_mm=1e-3, max_z_mm=1e-3,
+                         reject=True)
+    np.testing.assert_array_equal(clean, ids[~far])  # exact helices (also straight ones) fit to < 1 µm
+
+
+def test_junk_tracks_are_dissolved() -> None:
+    rng = np.random.default_rng(3)
+    m, n_tracks = 6, 40
+    rr, ph = rng.uniform(30, 1000, m * n_tracks), rng.uniform(-np.pi, np.pi, m * n_tracks)
+    ids = np.repeat(np.arange(n_tracks), m)
+    got = clean_tracks(rr * np.cos(ph), rr * np.sin(ph), rng.uniform(-1000, 1000, m * n_tracks), ids,
+                       iterations=4)
+    assert len(np.unique(got)) == len(got)  # all singletons
+    tagged = clean_tracks(rr * np.cos(ph), rr * np.sin(ph), rng.uniform(-1000, 1000, m * n_tracks), ids,
+                          iterations=1, reject=True)
+    assert len(np.unique(tagged)) == len(tagged)
+
+
+def test_edges_empty_small_origin_and_one_id_per_hit() -> None:
+    empty = np.zeros(0)
+    assert clean_tracks(empty, empty, empty, np.zeros(0, np.int64)).shape == (0,)
+    ids = np.array([5, 5, 9])  # tracks below min_hits are untouched
+    np.testing.assert_array_equal(clean_tracks(np.ones(3), np.ones(3), np.ones(3), ids), ids)
+    x, y, z = np.array([0.0, 30, 60, 90, 0]), np.array([0.0, 1, 2, 3, 0]), np.array([0.0, 3, 6, 9, 0])
+    got = clean_tracks(x, y, z, np.array([1, 1, 1, 1, 1]))  # hits at r = 0 lie on every circle
+    np.testing.assert_array_equal(got, np.ones(5, np.int64))
+    x, y, z, ids = random_event(11)
+    got = clean_tracks(x, y, z, ids, reject=True)
+    assert got.shape == ids.shape and got.dtype == np.int64 and np.isfinite(got).all()
+    assert len(np.unique(got)) >= len(np.unique(ids))  # ids only split, never merge
+    pairs = np.unique(np.stack([ids, got]), axis=1)
+    assert len(np.unique(pairs[1])) == pairs.shape[1]  # each new id comes from one old track
+
+
+def test_check_params() -> None:
+    assert check_params({"max_z_mm": 2, "reject": True}) == {"max_z_mm": 2, "reject": True}
+    for bad in ({"eps": 1}, {"max_z_mm": -1}, {"min_hits": 2}, {"iterations": 1.5}, {"reject": 1}):
+        with pytest.raises(InputError):
+            check_params(bad)

@@ -1,0 +1,137 @@
+"""Track cleaning after clustering: helix-consistency fit per track, iterative outlier removal.
+
+Every track candidate of >= ``min_hits`` hits is fitted, all tracks at once (numpy segment sums, no Python
+loop over tracks), with a helix from the origin (the beam line; the solenoid field is along +z):
+
+* transverse plane: a circle through the origin. The conformal map u = x/r², v = y/r² (r² = x² + y²) turns
+  the circle x² + y² − 2ax − 2by = 0 into the line 2a·u + 2b·v = 1, i.e. n·(u, v) = ρ0 with a unit normal
+  n and offset ρ0 = 1/(2R) >= 0 (centre n·R); a straight track through the origin is the line ρ0 = 0, so
+  straight tracks need no special case. The line is an orthogonal (total) least-squares fit in the (u, v)
+  plane with weights r⁴, which makes it approximately the geometric least-squares circle (a distance d
+  from the line in (u, v) is about d·r² mm in (x, y)). Transverse residual: |distance to centre − R| in mm,
+  computed in a form without cancellation for huge R (straight: the distance to the line).
+* longitudinal: a straight line z = z0 + cotθ·s, ordinary least squares, with s the transverse arc length
+  from the origin along the fitted circle, s = 2R·asin(r/(2R)) (= r for a straight track; r/(2R) clipped
+  at 1). Residual |Δz| in mm.
+
+Each iteration removes, per track, the single worst hit if its normalised residual
+max(res_t/max_transverse_mm, res_z/max_z_mm) exceeds 1, then refits. Removed hits, and every hit of a
+track left with < ``min_hits`` hits, become singletons (fresh unique ids above the largest input id). With
+``reject=True`` a track that still has a hit beyond the cut after the last iteration is dissolved into
+singletons as well. Tracks with < ``min_hits`` hits to begin with keep their ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: Keyword arguments of :func:`clean_tracks` that :func:`check_params` accepts (the ``--clean-param`` keys).
+PARAMS: tuple[str, ...] = ("max_transverse_mm", "max_z_mm", "min_hits", "iterations", "reject")
+
+
+def check_params(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` checked against :data:`PARAMS`; InputError naming an unknown key or a bad value."""
+    from trackformers.errors import InputError
+
+    for key, value in params.items():
+        if key not in PARAMS:
+            raise InputError(f"cleaning parameter {key}={value!r}: unknown; expected one of {', '.join(PARAMS)}.")
+        if key in ("max_transverse_mm", "max_z_mm") and not (isinstance(value, int | float) and value > 0):
+            raise InputError(f"cleaning parameter {key}={value!r}: expected a positive number of mm.")
+        if key in ("min_hits", "iterations") and not (isinstance(value, int) and not isinstance(value, bool)
+                                                      and value >= (3 if key == "min_hits" else 0)):
+            raise InputError(f"cleaning parameter {key}={value!r}: expected an integer >= "
+                             f"{3 if key == 'min_hits' else 0}.")
+        if key == "reject" and not isinstance(value, bool):
+            raise InputError(f"cleaning parameter reject={value!r}: expected true or false.")
+    return dict(params)
+
+
+def fit_tracks(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndarray, active: np.ndarray,
+               n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fit every group's active hits; ``(res_t, res_z)`` of every hit (mm, shape (N,), inactive too).
+
+    ``group``: dense track index per hit in [0, n_groups); ``active``: hits that take part in the fit.
+    """
+    r2 = x * x + y * y
+    safe = np.where(r2 > 0, r2, 1.0)
+    u, v = x / safe, y / safe  # a hit at r = 0 maps to (0, 0) with weight 0: it lies on every such circle
+    w = np.where(active, r2 * r2, 0.0)
+
+    def seg(values: np.ndarray) -> np.ndarray:
+        return np.bincount(group, weights=values, minlength=n_groups)
+
+    sw = np.maximum(seg(w), 1e-300)
+    mu, mv = seg(w * u) / sw, seg(w * v) / sw
+    du, dv = u - mu[group], v - mv[group]
+    cuu, cuv, cvv = seg(w * du * du), seg(w * du * dv), seg(w * dv * dv)
+    theta = 0.5 * np.arctan2(2.0 * cuv, cuu - cvv)  # direction of the line (major axis of the scatter)
+    nx, ny = -np.sin(theta), np.cos(theta)  # its unit normal
+    rho0 = nx * mu + ny * mv
+    flip = rho0 < 0
+    nx, ny, rho0 = np.where(flip, -nx, nx), np.where(flip, -ny, ny), np.abs(rho0)
+    k2 = 2.0 * rho0[group]  # 1/R per hit
+    pn = x * nx[group] + y * ny[group]
+    # distance to centre − R = (r²/R − 2 P·n) / (1 + |P/R − n|): no cancellation when R is huge
+    dist = np.hypot(k2 * x - nx[group], k2 * y - ny[group])
+    res_t = np.abs((k2 * r2 - 2.0 * pn) / (1.0 + dist))
+    r = np.sqrt(r2)
+    arg = np.minimum(k2 * r / 2.0, 1.0)
+    # s = 2R·asin(r/(2R)); the series for nearly straight tracks (and R = ∞) avoids 0/0
+    s = np.where(arg > 1e-4, np.arcsin(arg) / np.maximum(k2 / 2.0, 1e-300), r * (1.0 + arg * arg / 6.0))
+    a = active.astype(np.float64)
+    n, ss, sz, sss, ssz = seg(a), seg(a * s), seg(a * z), seg(a * s * s), seg(a * s * z)
+    det = n * sss - ss * ss
+    ok = det > 1e-12 * np.maximum(n * sss, 1e-300)  # hits spread in s; else a flat line at the mean z
+    slope = np.where(ok, (n * ssz - ss * sz) / np.where(ok, det, 1.0), 0.0)
+    z0 = (sz - slope * ss) / np.maximum(n, 1.0)
+    res_z = np.abs(z - z0[group] - slope[group] * s)
+    return res_t, res_z
+
+
+def clean_tracks(x: np.ndarray, y: np.ndarray, z: np.ndarray, track_id: np.ndarray, *,
+                 max_transverse_mm: float = 1.0, max_z_mm: float = 5.0, min_hits: int = 3,
+                 iterations: int = 2, reject: bool = False) -> np.ndarray:
+    """New track ids (int64, shape (N,)) after helix-consistency cleaning; see the module docstring.
+
+    Args:
+        x, y, z: hit positions in mm, shape (N,).
+        track_id: integer track id per hit, shape (N,), any order, any values.
+        max_transverse_mm: cut on the transverse residual (mm).
+        max_z_mm: cut on the longitudinal residual (mm).
+        min_hits: tracks with fewer hits are neither fitted nor changed; a cleaned track that falls below
+            it is dissolved.
+        iterations: removal rounds (at most one hit per track each).
+        reject: dissolve a track that still has a hit beyond the cut after the last round.
+    """
+    ids = np.asarray(track_id).astype(np.int64, copy=False)
+    x, y, z = (np.asarray(c, dtype=np.float64) for c in (x, y, z))
+    if ids.size == 0:
+        return ids.copy()
+    uniq, group = np.unique(ids, return_inverse=True)
+    group = group.ravel()
+    n_groups = len(uniq)
+    fitted = np.bincount(group, minlength=n_groups) >= min_hits
+    active = fitted[group].copy()
+    alive = fitted.copy()
+    bad = np.zeros(n_groups, dtype=bool)
+    for step in range(iterations + (1 if reject else 0)):
+        res_t, res_z = fit_tracks(x, y, z, group, active, n_groups)
+        score = np.where(active, np.maximum(res_t / max_transverse_mm, res_z / max_z_mm), -np.inf)
+        order = np.lexsort((-score, group))  # per track, the worst hit first
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = group[order][1:] != group[order][:-1]
+        worst = order[first & (score[order] > 1.0)]
+        if step == iterations:  # the extra pass of reject=True: judge, remove nothing
+            bad[group[worst]] = True
+            break
+        active[worst] = False
+        alive &= np.bincount(group, weights=active.astype(np.float64), minlength=n_groups) >= min_hits
+        active &= alive[group]
+    alive &= ~bad
+    single = fitted[group] & ~(active & alive[group])
+    out = ids.copy()
+    out[single] = ids.max() + 1 + np.arange(int(single.sum()), dtype=np.int64)
+    return out
