@@ -157,16 +157,28 @@ class TimedClusterer:
 
 def reconstruct_event(module: Any, event: Event, clusterer: Callable[..., Tensor] | None,
                       timer: StageTimer, *, forward: Callable[..., Any] | None = None,
-                      hit_filter: HitFilter | None = None) -> pd.DataFrame:
+                      hit_filter: HitFilter | None = None, clean: dict[str, Any] | None = None) -> pd.DataFrame:
     """``DataFrame[hit_id, track_id]`` for one event; books features, model and clustering time.
 
     ``forward`` replaces ``module(batch)`` (e.g. a :class:`~trackformers.cuda_graph.GraphedForward`).
     ``hit_filter`` (a :class:`~trackformers.filtering.HitFilter`): only the hits it keeps go to ``module``;
     every dropped hit gets its own new track id. The filter's time (its features, model, the subset and the
     merge) is booked as ``model``; it runs eagerly even when ``forward`` replays the tracker from CUDA graphs.
+    ``clean``: keyword arguments of :func:`~trackformers.clustering.cleaning.clean_tracks` (``{}`` for its
+    defaults): the tracks are cleaned with a helix fit on the hits' x, y, z (mm); booked as ``clustering``.
     """
     if len(event.hits) == 0:
         return pd.DataFrame({"hit_id": np.zeros(0, np.int64), "track_id": np.zeros(0, np.int64)})
+    if clean is not None:
+        from trackformers.clustering.cleaning import check_params, clean_tracks
+
+        params = check_params(clean)
+        sub = reconstruct_event(module, event, clusterer, timer, forward=forward, hit_filter=hit_filter)
+        with timer("clustering"):
+            rows = pd.Index(event.hits["hit_id"].to_numpy()).get_indexer(sub["hit_id"].to_numpy())
+            xyz = [event.hits[c].to_numpy(np.float64)[rows] for c in ("x", "y", "z")]
+            ids = clean_tracks(*xyz, sub["track_id"].to_numpy(np.int64), **params)
+        return pd.DataFrame({"hit_id": sub["hit_id"].to_numpy(), "track_id": ids})
     if hit_filter is not None:
         t0 = time.perf_counter()
         keep = hit_filter.keep(event)
@@ -316,7 +328,8 @@ def reconstruct_files(inputs: Sequence[str | Path], *, module: Any, out_dir: str
                       on_error: str = "fail", volumes: Sequence[int] | None = None, evaluate: bool = False,
                       progress: bool | None = None, device: torch.device | None = None,
                       on_skip: Callable[[str, str], None] | None = None, cuda_graphs: bool = False,
-                      precision: str = "fp32", hit_filter: HitFilter | None = None) -> Summary:
+                      precision: str = "fp32", hit_filter: HitFilter | None = None,
+                      clean: dict[str, Any] | None = None) -> Summary:
     """Reconstruct every event of ``inputs`` with ``module`` and write one submission per event.
 
     Args:
@@ -336,6 +349,9 @@ def reconstruct_files(inputs: Sequence[str | Path], *, module: Any, out_dir: str
         hit_filter: a :class:`~trackformers.filtering.HitFilter` (on the same device): two-stage
             reconstruction, see :func:`reconstruct_event` (the filter runs eagerly, also with CUDA graphs);
             ``summary.kept`` counts the hits it kept.
+        clean: track cleaning after clustering (keyword arguments of
+            :func:`~trackformers.clustering.cleaning.clean_tracks`, ``{}`` = its defaults; None = off), see
+            :func:`reconstruct_event`; its time is booked as ``clustering``.
     """
     from tqdm.auto import tqdm
 
@@ -373,7 +389,8 @@ def reconstruct_files(inputs: Sequence[str | Path], *, module: Any, out_dir: str
             continue
         seen[event.event_id] = event.source
         with numerics:
-            sub = reconstruct_event(module, event, clusterer, timer, forward=forward, hit_filter=hit_filter)
+            sub = reconstruct_event(module, event, clusterer, timer, forward=forward, hit_filter=hit_filter,
+                                    clean=clean)
         with timer("write"):
             summary.written.append(write_output(event, sub, out_dir, fmt))
         summary.events += 1

@@ -92,6 +92,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "hits the tracker sees; every dropped hit gets its own track id")
     parser.add_argument("--filter-threshold", type=float, default=None, metavar="P",
                         help="keep probability cut in (0, 1) for --filter (default: the filter's own)")
+    parser.add_argument("--clean", action="store_true",
+                        help="clean the tracks after clustering with a helix fit: per track, hits far off the "
+                             "fitted helix are removed (singletons), tracks left with < 3 hits dissolved")
+    parser.add_argument("--clean-param", action="append", metavar="KEY=VALUE",
+                        help="--clean setting, repeatable: max_transverse_mm, max_z_mm (residual cuts, mm), "
+                             "min_hits, iterations, reject (true: dissolve a track still failing the cut)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,10 +115,13 @@ def run(args: argparse.Namespace) -> int:
     clusterer = make_clusterer(args)
     volumes = parse_volumes(args.volumes)
     hit_filter = load_filter(args, device)
+    clean = clean_params(args)
     module = load_module(args.checkpoint or default_checkpoint(), device, backend=args.backend)
     if args.devices > 1 or args.num_nodes > 1:
         if hit_filter is not None:
             raise InputError("--filter works in one process; leave it out with --devices/--num-nodes.")
+        if clean is not None:
+            raise InputError("--clean works in one process; leave it out with --devices/--num-nodes.")
         return _run_distributed(args, module, clusterer, volumes, device)
 
     def on_skip(source: str, reason: str) -> None:
@@ -122,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
                                 fmt=args.format, on_error=args.on_error, volumes=volumes,
                                 evaluate=args.evaluate, progress=False if args.no_progress else None,
                                 device=device, on_skip=on_skip, cuda_graphs=args.cuda_graphs,
-                                precision=args.precision, hit_filter=hit_filter)
+                                precision=args.precision, hit_filter=hit_filter, clean=clean)
     print(summary.format())
     if args.evaluate:
         print_metrics(summary.metrics)
@@ -130,6 +139,17 @@ def run(args: argparse.Namespace) -> int:
         print("trackformers: error: no event was reconstructed; every input was skipped.", file=sys.stderr)
         return 2
     return 0
+
+
+def clean_params(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The track-cleaning settings of ``--clean`` / ``--clean-param`` (checked), or None without --clean."""
+    if not getattr(args, "clean", False):
+        if getattr(args, "clean_param", None):
+            raise InputError("--clean-param needs --clean, the track cleaning it configures.")
+        return None
+    from trackformers.clustering.cleaning import check_params
+
+    return check_params(parse_params(args.clean_param))
 
 
 def load_filter(args: argparse.Namespace, device: Any) -> Any:
