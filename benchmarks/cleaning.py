@@ -65,7 +65,7 @@ def label(cut: dict[str, Any] | None) -> str:
     if cut is None:
         return "none"
     return (f"t{cut['max_transverse_mm']:g}_z{cut['max_z_mm']:g}_it{cut['iterations']}"
-            + ("_reject" if cut["reject"] else ""))
+            + ("_reject" if cut["reject"] else "") + (f"_split{cut['split']}" if cut["split"] else ""))
 
 
 def main() -> None:
@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--z", default="2,5,10", help="max_z_mm values")
     parser.add_argument("--iterations", default="2", help="iterations values")
     parser.add_argument("--reject", choices=("no", "yes", "both"), default="both")
+    parser.add_argument("--split", default="0", help="split values (RANSAC splitting rounds)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", default=None, help="folder for the model's submissions (reused)")
     parser.add_argument("--log", default=None, help="append the table (with date, command, versions) here")
@@ -85,10 +86,11 @@ def main() -> None:
     module = TrackingModule.load_checkpoint(args.checkpoint, map_location="cpu").eval()
     rejects = {"no": [False], "yes": [True], "both": [False, True]}[args.reject]
     cuts: list[dict[str, Any] | None] = [None] + [
-        {"max_transverse_mm": t, "max_z_mm": z, "iterations": it, "reject": rj}
-        for t, z, it, rj in itertools.product([float(v) for v in args.transverse.split(",")],
-                                              [float(v) for v in args.z.split(",")],
-                                              [int(v) for v in args.iterations.split(",")], rejects)]
+        {"max_transverse_mm": t, "max_z_mm": z, "iterations": it, "reject": rj, "split": sp}
+        for t, z, it, rj, sp in itertools.product([float(v) for v in args.transverse.split(",")],
+                                                  [float(v) for v in args.z.split(",")],
+                                                  [int(v) for v in args.iterations.split(",")], rejects,
+                                                  [int(v) for v in args.split.split(",")])]
     cache = Path(args.cache) if args.cache else None
     try:
         git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trackformers.clustering.cleaning import check_params, clean_tracks, fit_tracks
+from trackformers.clustering.cleaning import check_params, clean_tracks, fit_tracks, seed_pairs
 from trackformers.errors import InputError
 
 
@@ -36,33 +36,60 @@ def reference_fit(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarr
     return res_t, np.abs(z - design @ coef)
 
 
-def reference_clean(x, y, z, track_id, *, max_transverse_mm=1.0, max_z_mm=5.0, min_hits=3, iterations=2,
-                    reject=False) -> np.ndarray:
-    """Python loop over tracks and rounds; fresh singleton ids in hit order above the largest input id."""
+def reference_seed(x, y, z, members: list[int], max_t: float, max_z: float, candidates: int = 32) -> list[int]:
+    """One track: the hits within the cuts of the best helix through the origin and a pair of its hits."""
+    a, b = seed_pairs(np.array([len(members)]), candidates)
+    best: list[int] = []
+    for k in range(candidates):
+        i, j = members[a[0, k]], members[b[0, k]]
+        centre = np.linalg.solve(np.array([[x[i], y[i]], [x[j], y[j]]]),
+                                 np.array([x[i] ** 2 + y[i] ** 2, x[j] ** 2 + y[j] ** 2]) / 2.0)
+        radius = np.hypot(*centre)
+        m = np.array(members)
+        res_t = np.abs(np.hypot(x[m] - centre[0], y[m] - centre[1]) - radius)
+        s = 2.0 * radius * np.arcsin(np.minimum(np.hypot(x[m], y[m]) / (2.0 * radius), 1.0))
+        si, sj = s[members.index(i)], s[members.index(j)]
+        slope = (z[j] - z[i]) / (sj - si) if abs(sj - si) > 1e-9 else 0.0
+        inside = [h for h, rt, rz in zip(members, res_t, np.abs(z[m] - z[i] - slope * (s - si)), strict=True)
+                  if rt <= max_t and rz <= max_z]
+        if len(inside) > len(best):
+            best = inside
+    return best
+
+
+def reference_clean(x, y, z, track_id, *, max_transverse_mm=5.0, max_z_mm=10.0, min_hits=3, iterations=4,
+                    reject=False, split=0) -> np.ndarray:
+    """Python loops over tracks and rounds; split-off tracks numbered like the vectorised version (outliers
+    of group g in a round of G groups form group g + G), then singletons in hit order."""
     ids = np.asarray(track_id, dtype=np.int64)
-    single = np.zeros(len(ids), dtype=bool)
-    for tid in np.unique(ids):
-        members = list(np.flatnonzero(ids == tid))
-        if len(members) < min_hits:
-            continue
+    uniq = np.unique(ids)
+    groups = {g: list(np.flatnonzero(ids == t)) for g, t in enumerate(uniq) if (ids == t).sum() >= min_hits}
+    n_groups = len(uniq)
+    for _ in range(split):
+        for g, members in list(groups.items()):
+            inside = reference_seed(x, y, z, members, max_transverse_mm, max_z_mm) if len(members) >= 2 else []
+            if len(inside) >= min_hits and len(inside) < len(members):
+                groups[g], groups[g + n_groups] = inside, [h for h in members if h not in inside]
+        n_groups *= 2
+    kept = {}
+    for g, members in groups.items():
+        members = list(members)
         for step in range(iterations + (1 if reject else 0)):
-            idx = np.array(members)
-            res_t, res_z = reference_fit(x[idx], y[idx], z[idx])
+            if len(members) < min_hits:
+                break
+            res_t, res_z = reference_fit(x[members], y[members], z[members])
             score = np.maximum(res_t / max_transverse_mm, res_z / max_z_mm)
             if score.max() <= 1.0:
                 break
-            if step == iterations:
-                members = []
-                break
-            members.pop(int(np.argmax(score)))
-            if len(members) < min_hits:
-                members = []
-                break
-        keep = np.zeros(len(ids), dtype=bool)
-        keep[members] = True
-        single |= (ids == tid) & ~keep
-    out = ids.copy()
-    out[single] = ids.max() + 1 + np.arange(int(single.sum()))
+            members = [] if step == iterations else [h for i, h in enumerate(members) if i != np.argmax(score)]
+        if len(members) >= min_hits:
+            kept[g] = members
+    out, top, single = ids.copy(), ids.max() + 1 if len(ids) else 0, np.zeros(len(ids), dtype=bool)
+    for g in sorted(kept):
+        if g >= len(uniq):
+            out[kept[g]], top = top, top + 1
+    single[sorted(set(h for m in groups.values() for h in m) - set(h for m in kept.values() for h in m))] = True
+    out[single] = top + np.arange(int(single.sum()))
     return out
 
 
@@ -97,9 +124,10 @@ def random_event(seed: int, n_tracks: int = 60):
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("kw", [{}, {"max_transverse_mm": 0.5, "max_z_mm": 2.0, "iterations": 3},
-                                {"reject": True, "iterations": 1}, {"min_hits": 4, "iterations": 0,
-                                                                    "reject": True}])
+@pytest.mark.parametrize("kw", [{}, {"max_transverse_mm": 0.5, "max_z_mm": 2.0, "iterations": 3}, {"split": 1},
+                                {"reject": True, "iterations": 1}, {"min_hits": 4, "iterations": 0, "reject": True},
+                                {"split": 3, "max_transverse_mm": 1.0, "max_z_mm": 3.0},
+                                {"split": 2, "iterations": 0, "reject": True}])
 def test_matches_reference(seed: int, kw: dict) -> None:
     x, y, z, ids = random_event(seed)
     got = clean_tracks(x, y, z, ids, **kw)
@@ -115,9 +143,8 @@ def test_fit_residuals_match_reference(seed: int) -> None:
     for g in range(len(uniq)):
         idx = np.flatnonzero((group == g) & active)
         if len(idx) >= 3:
-            want_t, want_z = reference_fit(x[idx], y[idx], z[idx])
-            np.testing.assert_allclose(res_t[idx], want_t, rtol=1e-7, atol=1e-7)
-            np.testing.assert_allclose(res_z[idx], want_z, rtol=1e-7, atol=1e-7)
+            np.testing.assert_allclose(np.stack([res_t[idx], res_z[idx]]),
+                                       np.stack(reference_fit(x[idx], y[idx], z[idx])), rtol=1e-7, atol=1e-7)
 
 
 def test_known_answer_helices_lose_exactly_the_injected_hits() -> None:
@@ -127,34 +154,40 @@ def test_known_answer_helices_lose_exactly_the_injected_hits() -> None:
         x, y, z = helix(rng, radius, charge, 9)
         far = np.zeros(9, dtype=bool)
         far[rng.choice(9, 2 if t % 2 else 1, replace=False)] = True
-        x = x + far * 20.0 * (t % 3 == 0)  # transverse outliers on some tracks, z outliers on the others
-        z = z + far * 40.0 * (t % 3 != 0)
-        xs.append(x), ys.append(y), zs.append(z), ids.append(np.full(9, 100 + t)), injected.append(far)
+        # transverse outliers on some tracks, z outliers on the others
+        xs.append(x + far * 20.0 * (t % 3 == 0)), ys.append(y), zs.append(z + far * 40.0 * (t % 3 != 0))
+        ids.append(np.full(9, 100 + t)), injected.append(far)
     x, y, z, ids, far = (np.concatenate(a) for a in (xs, ys, zs, ids, injected))
     got = clean_tracks(x, y, z, ids, max_transverse_mm=0.5, max_z_mm=2.0, iterations=2)
     np.testing.assert_array_equal(got[~far], ids[~far])  # every genuine hit stays on its track
     assert (got[far] > ids.max()).all() and len(np.unique(got[far])) == far.sum()
-    clean = clean_tracks(x[~far], y[~far], z[~far], ids[~far], max_transverse_mm=1e-3, max_z_mm=1e-3,
-                         reject=True)
+    clean = clean_tracks(x[~far], y[~far], z[~far], ids[~far], max_transverse_mm=1e-3, max_z_mm=1e-3, reject=True)
     np.testing.assert_array_equal(clean, ids[~far])  # exact helices (also straight ones) fit to < 1 µm
 
 
-def test_junk_tracks_are_dissolved() -> None:
-    rng = np.random.default_rng(3)
-    m, n_tracks = 6, 40
-    rr, ph = rng.uniform(30, 1000, m * n_tracks), rng.uniform(-np.pi, np.pi, m * n_tracks)
-    ids = np.repeat(np.arange(n_tracks), m)
-    got = clean_tracks(rr * np.cos(ph), rr * np.sin(ph), rng.uniform(-1000, 1000, m * n_tracks), ids,
-                       iterations=4)
+@pytest.mark.parametrize("seed", range(3))
+def test_split_separates_merged_helices(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    (xa, ya, za), (xb, yb, zb) = helix(rng, 900, 1, 8), helix(rng, 2500, -1, 6)
+    x, y, z = np.r_[xa, xb, 150.0], np.r_[ya, yb, -40.0], np.r_[za, zb, 300.0]  # + one junk hit
+    perm = rng.permutation(15)
+    got = clean_tracks(x[perm], y[perm], z[perm], np.full(15, 4), max_transverse_mm=0.5, max_z_mm=2.0,
+                       split=1)[np.argsort(perm)]
+    np.testing.assert_array_equal(got[:8], 4)  # the larger helix keeps the id
+    assert len(set(got[8:14])) == 1 and got[8] not in (4, got[14])  # the other one gets a fresh id
+    assert clean_tracks(x, y, z, np.full(15, 4), max_transverse_mm=0.5, max_z_mm=2.0).tolist() != got.tolist()
+
+
+@pytest.mark.parametrize("kw", [{"iterations": 4}, {"iterations": 1, "reject": True}, {"split": 2}])
+def test_junk_tracks_are_dissolved(kw: dict) -> None:
+    rng = np.random.default_rng(3)  # 40 tracks of 6 hits spread over the detector
+    rr, ph, z = rng.uniform(30, 1000, 240), rng.uniform(-np.pi, np.pi, 240), rng.uniform(-1000, 1000, 240)
+    got = clean_tracks(rr * np.cos(ph), rr * np.sin(ph), z, np.repeat(np.arange(40), 6), **kw)
     assert len(np.unique(got)) == len(got)  # all singletons
-    tagged = clean_tracks(rr * np.cos(ph), rr * np.sin(ph), rng.uniform(-1000, 1000, m * n_tracks), ids,
-                          iterations=1, reject=True)
-    assert len(np.unique(tagged)) == len(tagged)
 
 
 def test_edges_empty_small_origin_and_one_id_per_hit() -> None:
-    empty = np.zeros(0)
-    assert clean_tracks(empty, empty, empty, np.zeros(0, np.int64)).shape == (0,)
+    assert clean_tracks(*[np.zeros(0)] * 3, np.zeros(0, np.int64)).shape == (0,)
     ids = np.array([5, 5, 9])  # tracks below min_hits are untouched
     np.testing.assert_array_equal(clean_tracks(np.ones(3), np.ones(3), np.ones(3), ids), ids)
     x, y, z = np.array([0.0, 30, 60, 90, 0]), np.array([0.0, 1, 2, 3, 0]), np.array([0.0, 3, 6, 9, 0])
@@ -166,6 +199,14 @@ def test_edges_empty_small_origin_and_one_id_per_hit() -> None:
     assert len(np.unique(got)) >= len(np.unique(ids))  # ids only split, never merge
     pairs = np.unique(np.stack([ids, got]), axis=1)
     assert len(np.unique(pairs[1])) == pairs.shape[1]  # each new id comes from one old track
+
+
+def test_seed_pairs_cover_all_pairs_of_small_tracks() -> None:
+    counts = np.arange(2, 40)
+    a, b = seed_pairs(counts, 32)
+    assert ((0 <= b) & (b < a) & (a < counts[:, None])).all()
+    for n, ra, rb in zip(counts, a, b, strict=True):
+        assert len(set(zip(ra, rb, strict=True))) == min(n * (n - 1) // 2, 32)
 
 
 def test_check_params() -> None:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 #: Keyword arguments of :func:`clean_tracks` that :func:`check_params` accepts (the ``--clean-param`` keys).
-PARAMS: tuple[str, ...] = ("max_transverse_mm", "max_z_mm", "min_hits", "iterations", "reject")
+PARAMS: tuple[str, ...] = ("max_transverse_mm", "max_z_mm", "min_hits", "iterations", "reject", "split")
 
 
 def check_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -40,13 +40,30 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
             raise InputError(f"cleaning parameter {key}={value!r}: unknown; expected one of {', '.join(PARAMS)}.")
         if key in ("max_transverse_mm", "max_z_mm") and not (isinstance(value, int | float) and value > 0):
             raise InputError(f"cleaning parameter {key}={value!r}: expected a positive number of mm.")
-        if key in ("min_hits", "iterations") and not (isinstance(value, int) and not isinstance(value, bool)
+        if key in ("min_hits", "iterations", "split") and not (isinstance(value, int) and not isinstance(value, bool)
                                                       and value >= (3 if key == "min_hits" else 0)):
             raise InputError(f"cleaning parameter {key}={value!r}: expected an integer >= "
                              f"{3 if key == 'min_hits' else 0}.")
         if key == "reject" and not isinstance(value, bool):
             raise InputError(f"cleaning parameter reject={value!r}: expected true or false.")
     return dict(params)
+
+
+def _residuals(x: np.ndarray, y: np.ndarray, z: np.ndarray, nx: np.ndarray, ny: np.ndarray, rho0: np.ndarray,
+               z0: np.ndarray | None = None, slope: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """Per hit (broadcasting): transverse residual (mm) to the circle n·(u, v) = ρ0, arc length s (mm), and
+    with ``z0``, ``slope`` the z residual (mm)."""
+    r2 = x * x + y * y
+    k2 = 2.0 * rho0  # 1/R
+    # distance to centre − R = (r²/R − 2 P·n) / (1 + |P/R − n|): no cancellation when R is huge
+    res_t = np.abs((k2 * r2 - 2.0 * (x * nx + y * ny)) / (1.0 + np.hypot(k2 * x - nx, k2 * y - ny)))
+    r = np.sqrt(r2)
+    arg = np.minimum(rho0 * r, 1.0)
+    # s = 2R·asin(r/(2R)); the series for nearly straight tracks (and R = ∞) avoids 0/0
+    s = np.where(arg > 1e-4, np.arcsin(arg) / np.maximum(rho0, 1e-300), r * (1.0 + arg * arg / 6.0))
+    if z0 is None or slope is None:
+        return res_t, s
+    return res_t, s, np.abs(z - z0 - slope * s)
 
 
 def fit_tracks(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndarray, active: np.ndarray,
@@ -71,29 +88,63 @@ def fit_tracks(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndarray, a
     nx, ny = -np.sin(theta), np.cos(theta)  # its unit normal
     rho0 = nx * mu + ny * mv
     flip = rho0 < 0
-    nx, ny, rho0 = np.where(flip, -nx, nx), np.where(flip, -ny, ny), np.abs(rho0)
-    k2 = 2.0 * rho0[group]  # 1/R per hit
-    pn = x * nx[group] + y * ny[group]
-    # distance to centre − R = (r²/R − 2 P·n) / (1 + |P/R − n|): no cancellation when R is huge
-    dist = np.hypot(k2 * x - nx[group], k2 * y - ny[group])
-    res_t = np.abs((k2 * r2 - 2.0 * pn) / (1.0 + dist))
-    r = np.sqrt(r2)
-    arg = np.minimum(k2 * r / 2.0, 1.0)
-    # s = 2R·asin(r/(2R)); the series for nearly straight tracks (and R = ∞) avoids 0/0
-    s = np.where(arg > 1e-4, np.arcsin(arg) / np.maximum(k2 / 2.0, 1e-300), r * (1.0 + arg * arg / 6.0))
+    nx, ny, rho0 = np.where(flip, -nx, nx)[group], np.where(flip, -ny, ny)[group], np.abs(rho0)[group]
+    res_t, s = _residuals(x, y, z, nx, ny, rho0)
     a = active.astype(np.float64)
     n, ss, sz, sss, ssz = seg(a), seg(a * s), seg(a * z), seg(a * s * s), seg(a * s * z)
     det = n * sss - ss * ss
     ok = det > 1e-12 * np.maximum(n * sss, 1e-300)  # hits spread in s; else a flat line at the mean z
     slope = np.where(ok, (n * ssz - ss * sz) / np.where(ok, det, 1.0), 0.0)
     z0 = (sz - slope * ss) / np.maximum(n, 1.0)
-    res_z = np.abs(z - z0[group] - slope[group] * s)
-    return res_t, res_z
+    return res_t, np.abs(z - z0[group] - slope[group] * s)
+
+
+def seed_pairs(counts: np.ndarray, candidates: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ranks (a, b), a > b, shape (G, K), of the hit pairs that seed each group's candidate helices: K pairs
+    spread evenly over the n(n−1)/2 pairs of a group of n = ``counts`` >= 2 hits (all of them when K >= that)."""
+    n_pairs = counts[:, None] * (counts[:, None] - 1) // 2
+    m = np.arange(candidates)[None, :] * n_pairs // candidates  # linear index of the pair (a, b), b < a
+    a = np.floor((1.0 + np.sqrt(1.0 + 8.0 * m)) / 2.0).astype(np.int64)
+    a -= a * (a - 1) // 2 > m  # float rounding guards
+    a += (a + 1) * a // 2 <= m
+    return a, m - a * (a - 1) // 2
+
+
+def seed_inliers(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndarray, active: np.ndarray,
+                 n_groups: int, max_t: float, max_z: float, candidates: int = 32) -> np.ndarray:
+    """RANSAC per group: helices from the origin through K pairs of its active hits (the hits in index
+    order, ranks from :func:`seed_pairs`); the active hits within the cuts of the candidate with the most
+    such hits (first on ties). Bool mask, shape (N,)."""
+    idx = np.flatnonzero(active)
+    idx = idx[np.argsort(group[idx], kind="stable")]
+    counts = np.bincount(group[idx], minlength=n_groups)
+    start = np.cumsum(counts) - counts
+    a, b = seed_pairs(np.maximum(counts, 2), candidates)
+    ia, ib = idx[np.minimum(start[:, None] + a, len(idx) - 1)], idx[np.minimum(start[:, None] + b, len(idx) - 1)]
+    r2 = np.maximum(x * x + y * y, 1e-300)
+    du, dv = x[ib] / r2[ib] - x[ia] / r2[ia], y[ib] / r2[ib] - y[ia] / r2[ia]
+    norm = np.maximum(np.hypot(du, dv), 1e-300)
+    nx, ny = -dv / norm, du / norm  # normal of the conformal line through the pair
+    rho0 = nx * x[ia] / r2[ia] + ny * y[ia] / r2[ia]
+    nx, ny, rho0 = np.where(rho0 < 0, -nx, nx), np.where(rho0 < 0, -ny, ny), np.abs(rho0)
+    _, sa = _residuals(x[ia], y[ia], z[ia], nx, ny, rho0)
+    _, sb = _residuals(x[ib], y[ib], z[ib], nx, ny, rho0)
+    ds = sb - sa
+    slope = np.where(np.abs(ds) > 1e-9, (z[ib] - z[ia]) / np.where(np.abs(ds) > 1e-9, ds, 1.0), 0.0)
+    z0 = z[ia] - slope * sa
+    g = group[idx]
+    res_t, _, res_z = _residuals(x[idx, None], y[idx, None], z[idx, None], nx[g], ny[g], rho0[g], z0[g], slope[g])
+    inside = (res_t <= max_t) & (res_z <= max_z)
+    votes = np.zeros((n_groups, candidates))
+    np.add.at(votes, g, inside)
+    out = np.zeros(len(x), dtype=bool)
+    out[idx] = inside[np.arange(len(idx)), votes.argmax(1)[g]]
+    return out
 
 
 def clean_tracks(x: np.ndarray, y: np.ndarray, z: np.ndarray, track_id: np.ndarray, *,
-                 max_transverse_mm: float = 1.0, max_z_mm: float = 5.0, min_hits: int = 3,
-                 iterations: int = 2, reject: bool = False) -> np.ndarray:
+                 max_transverse_mm: float = 5.0, max_z_mm: float = 10.0, min_hits: int = 3,
+                 iterations: int = 4, reject: bool = False, split: int = 0) -> np.ndarray:
     """New track ids (int64, shape (N,)) after helix-consistency cleaning; see the module docstring.
 
     Args:
@@ -105,6 +156,8 @@ def clean_tracks(x: np.ndarray, y: np.ndarray, z: np.ndarray, track_id: np.ndarr
             it is dissolved.
         iterations: removal rounds (at most one hit per track each).
         reject: dissolve a track that still has a hit beyond the cut after the last round.
+        split: rounds of splitting before the removal rounds: a track whose best seeded helix
+            (:func:`seed_inliers`) holds >= ``min_hits`` hits keeps them; its other hits form a new track.
     """
     ids = np.asarray(track_id).astype(np.int64, copy=False)
     x, y, z = (np.asarray(c, dtype=np.float64) for c in (x, y, z))
@@ -112,10 +165,17 @@ def clean_tracks(x: np.ndarray, y: np.ndarray, z: np.ndarray, track_id: np.ndarr
         return ids.copy()
     uniq, group = np.unique(ids, return_inverse=True)
     group = group.ravel()
-    n_groups = len(uniq)
+    n_groups = n_orig = len(uniq)
     fitted = np.bincount(group, minlength=n_groups) >= min_hits
-    active = fitted[group].copy()
-    alive = fitted.copy()
+    touched = fitted[group]
+    for _ in range(split):  # hits off the best seeded helix of a track move to a new group g + n_groups
+        inl = seed_inliers(x, y, z, group, touched, n_groups, max_transverse_mm, max_z_mm)
+        good = np.bincount(group, weights=inl.astype(np.float64), minlength=n_groups) >= min_hits
+        group = np.where(touched & ~inl & good[group], group + n_groups, group)
+        group = np.unique(group, return_inverse=True)[1].ravel()  # dense again; keeps the order of groups
+        n_groups = int(group.max()) + 1
+    alive = np.bincount(group, weights=touched.astype(np.float64), minlength=n_groups) >= min_hits
+    active = touched & alive[group]
     bad = np.zeros(n_groups, dtype=bool)
     for step in range(iterations + (1 if reject else 0)):
         res_t, res_z = fit_tracks(x, y, z, group, active, n_groups)
@@ -131,7 +191,11 @@ def clean_tracks(x: np.ndarray, y: np.ndarray, z: np.ndarray, track_id: np.ndarr
         alive &= np.bincount(group, weights=active.astype(np.float64), minlength=n_groups) >= min_hits
         active &= alive[group]
     alive &= ~bad
-    single = fitted[group] & ~(active & alive[group])
+    kept = active & alive[group]
+    single = touched & ~kept
     out = ids.copy()
-    out[single] = ids.max() + 1 + np.arange(int(single.sum()), dtype=np.int64)
+    new = kept & (group >= n_orig)  # split-off tracks: fresh ids in order of their group, then singletons
+    _, rank = np.unique(group[new], return_inverse=True)
+    out[new] = ids.max() + 1 + rank.ravel()
+    out[single] = ids.max() + 1 + int(rank.max(initial=-1)) + 1 + np.arange(int(single.sum()), dtype=np.int64)
     return out
