@@ -216,8 +216,8 @@ class GraphedForward:
         # Autocast's weight-cast cache must stay off while capturing (its tensors would outlive the capture).
         amp = torch.autocast("cuda", dtype=dtype, enabled=enabled, cache_enabled=False)
         # One side stream for every warm-up and capture: cuBLAS keeps a workspace per (handle, stream) for
-        # the life of the process (32 MB on an H100), so a fresh stream per capture left 32 MB behind each
-        # time, twice (warm-up, and the capture's own stream inside the pool).
+        # the life of the process (32 MB on an H100), so a fresh warm-up stream per capture left 32 MB behind
+        # each time, and torch.cuda.graph's own (process-wide) capture stream 32 MB more inside the pool.
         if self._stream is None:
             self._stream = torch.cuda.Stream()
         stream = self._stream
