@@ -57,8 +57,8 @@ def reference_seed(x, y, z, members: list[int], max_t: float, max_z: float, cand
     return best
 
 
-def reference_clean(x, y, z, track_id, *, max_transverse_mm=5.0, max_z_mm=10.0, min_hits=3, iterations=4,
-                    reject=False, split=0) -> np.ndarray:
+def reference_clean(x, y, z, track_id, *, max_transverse_mm=1.0, max_z_mm=2.0, min_hits=3, iterations=2,
+                    reject=False, split=3) -> np.ndarray:
     """Python loops over tracks and rounds; split-off tracks numbered like the vectorised version (outliers
     of group g in a round of G groups form group g + G), then singletons in hit order."""
     ids = np.asarray(track_id, dtype=np.int64)
@@ -124,8 +124,9 @@ def random_event(seed: int, n_tracks: int = 60):
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("kw", [{}, {"max_transverse_mm": 0.5, "max_z_mm": 2.0, "iterations": 3}, {"split": 1},
-                                {"reject": True, "iterations": 1}, {"min_hits": 4, "iterations": 0, "reject": True},
+@pytest.mark.parametrize("kw", [{}, {"max_transverse_mm": 0.5, "max_z_mm": 2.0, "iterations": 3, "split": 0},
+                                {"reject": True, "iterations": 1, "split": 0},
+                                {"min_hits": 4, "iterations": 0, "reject": True},
                                 {"split": 3, "max_transverse_mm": 1.0, "max_z_mm": 3.0},
                                 {"split": 2, "iterations": 0, "reject": True}])
 def test_matches_reference(seed: int, kw: dict) -> None:
@@ -175,10 +176,10 @@ def test_split_separates_merged_helices(seed: int) -> None:
                        split=1)[np.argsort(perm)]
     np.testing.assert_array_equal(got[:8], 4)  # the larger helix keeps the id
     assert len(set(got[8:14])) == 1 and got[8] not in (4, got[14])  # the other one gets a fresh id
-    assert clean_tracks(x, y, z, np.full(15, 4), max_transverse_mm=0.5, max_z_mm=2.0).tolist() != got.tolist()
+    assert clean_tracks(x, y, z, np.full(15, 4), max_transverse_mm=0.5, max_z_mm=2.0, split=0).tolist() != got.tolist()
 
 
-@pytest.mark.parametrize("kw", [{"iterations": 4}, {"iterations": 1, "reject": True}, {"split": 2}])
+@pytest.mark.parametrize("kw", [{"iterations": 4, "split": 0}, {"iterations": 1, "reject": True}, {"iterations": 4}])
 def test_junk_tracks_are_dissolved(kw: dict) -> None:
     rng = np.random.default_rng(3)  # 40 tracks of 6 hits spread over the detector
     rr, ph, z = rng.uniform(30, 1000, 240), rng.uniform(-np.pi, np.pi, 240), rng.uniform(-1000, 1000, 240)
