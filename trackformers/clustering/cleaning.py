@@ -134,8 +134,8 @@ def seed_inliers(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndarray,
     g = group[idx]
     res_t, _, res_z = _residuals(x[idx, None], y[idx, None], z[idx, None], nx[g], ny[g], rho0[g], z0[g], slope[g])
     inside = (res_t <= max_t) & (res_z <= max_z)
-    votes = np.zeros((n_groups, candidates))
-    np.add.at(votes, g, inside)
+    cells = (g[:, None] * candidates + np.arange(candidates)).ravel()
+    votes = np.bincount(cells, weights=inside.ravel(), minlength=n_groups * candidates).reshape(n_groups, -1)
     out = np.zeros(len(x), dtype=bool)
     out[idx] = inside[np.arange(len(idx)), votes.argmax(1)[g]]
     return out
