@@ -93,11 +93,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--filter-threshold", type=float, default=None, metavar="P",
                         help="keep probability cut in (0, 1) for --filter (default: the filter's own)")
     parser.add_argument("--clean", action="store_true",
-                        help="clean the tracks after clustering with a helix fit: per track, hits far off the "
-                             "fitted helix are removed (singletons), tracks left with < 3 hits dissolved")
+                        help="clean the tracks after clustering with helix fits from the origin: split tracks "
+                             "that hold several helices, remove hits far off the fitted helix (singletons), "
+                             "dissolve tracks left with < 3 hits")
     parser.add_argument("--clean-param", action="append", metavar="KEY=VALUE",
-                        help="--clean setting, repeatable: max_transverse_mm, max_z_mm (residual cuts, mm), "
-                             "min_hits, iterations, reject (true: dissolve a track still failing the cut)")
+                        help="--clean setting, repeatable: max_transverse_mm (1), max_z_mm (2) (residual cuts, "
+                             "mm), split (3 rounds), iterations (2), min_hits (3), reject (false; true: dissolve a "
+                             "track still failing the cut)")
 
 
 def run(args: argparse.Namespace) -> int:
