@@ -187,7 +187,12 @@ def test_junk_tracks_are_dissolved(kw: dict) -> None:
     assert len(np.unique(got)) == len(got)  # all singletons
 
 
+@pytest.mark.filterwarnings("error")  # no 0/0 or overflow anywhere, also for degenerate tracks
 def test_edges_empty_small_origin_and_one_id_per_hit() -> None:
+    x, y, z = np.r_[0, 0, 0, 5, 5, 5, 1e-30, 0], np.r_[0, 0, 0, 5, 5, 5, 0, 0], np.r_[0, 1, 2, 3, 3, 3, 0, 0]
+    for kw in ({}, {"split": 0, "reject": True}):  # all hits at r = 0; identical hits; tiny r
+        ids = np.r_[1, 1, 1, 2, 2, 2, 3, 3]
+        np.testing.assert_array_equal(clean_tracks(x, y, z, ids, **kw), ids)
     assert clean_tracks(*[np.zeros(0)] * 3, np.zeros(0, np.int64)).shape == (0,)
     ids = np.array([5, 5, 9])  # tracks below min_hits are untouched
     np.testing.assert_array_equal(clean_tracks(np.ones(3), np.ones(3), np.ones(3), ids), ids)
