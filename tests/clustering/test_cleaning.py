@@ -217,6 +217,7 @@ def test_seed_pairs_cover_all_pairs_of_small_tracks() -> None:
 
 def test_check_params() -> None:
     assert check_params({"max_z_mm": 2, "reject": True}) == {"max_z_mm": 2, "reject": True}
-    for bad in ({"eps": 1}, {"max_z_mm": -1}, {"min_hits": 2}, {"iterations": 1.5}, {"reject": 1}):
+    for bad in ({"eps": 1}, {"max_z_mm": -1}, {"min_hits": 2}, {"iterations": 1.5}, {"reject": 1}, {"split": True},
+                {"max_transverse_mm": "x"}):
         with pytest.raises(InputError):
             check_params(bad)

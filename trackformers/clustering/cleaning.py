@@ -35,16 +35,16 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
     from trackformers.errors import InputError
 
     for key, value in params.items():
+        low = 3 if key == "min_hits" else 0
         if key not in PARAMS:
             raise InputError(f"cleaning parameter {key}={value!r}: unknown; expected one of {', '.join(PARAMS)}.")
-        if key in ("max_transverse_mm", "max_z_mm") and not (isinstance(value, int | float) and value > 0):
+        if isinstance(value, bool) != (key == "reject"):
+            raise InputError(f"cleaning parameter {key}={value!r}: expected " + ("true or false." if key == "reject"
+                             else "a number."))
+        if key.endswith("_mm") and not (isinstance(value, int | float) and value > 0):
             raise InputError(f"cleaning parameter {key}={value!r}: expected a positive number of mm.")
-        if key in ("min_hits", "iterations", "split") and not (isinstance(value, int) and not isinstance(value, bool)
-                                                      and value >= (3 if key == "min_hits" else 0)):
-            raise InputError(f"cleaning parameter {key}={value!r}: expected an integer >= "
-                             f"{3 if key == 'min_hits' else 0}.")
-        if key == "reject" and not isinstance(value, bool):
-            raise InputError(f"cleaning parameter reject={value!r}: expected true or false.")
+        if key in ("min_hits", "iterations", "split") and not (isinstance(value, int) and value >= low):
+            raise InputError(f"cleaning parameter {key}={value!r}: expected an integer >= {low}.")
     return dict(params)
 
 
@@ -114,7 +114,9 @@ def seed_inliers(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndarray,
     """RANSAC per group: helices from the origin through K pairs of its active hits (the hits in index
     order, ranks from :func:`seed_pairs`); the active hits within the cuts of the candidate with the most
     such hits (first on ties). Bool mask, shape (N,)."""
-    idx = np.flatnonzero(active)
+    idx, out = np.flatnonzero(active), np.zeros(len(x), dtype=bool)
+    if len(idx) == 0:
+        return out
     idx = idx[np.argsort(group[idx], kind="stable")]
     counts = np.bincount(group[idx], minlength=n_groups)
     start = np.cumsum(counts) - counts
@@ -136,7 +138,6 @@ def seed_inliers(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndarray,
     inside = (res_t <= max_t) & (res_z <= max_z)
     cells = (g[:, None] * candidates + np.arange(candidates)).ravel()
     votes = np.bincount(cells, weights=inside.ravel(), minlength=n_groups * candidates).reshape(n_groups, -1)
-    out = np.zeros(len(x), dtype=bool)
     out[idx] = inside[np.arange(len(idx)), votes.argmax(1)[g]]
     return out
 
@@ -162,16 +163,16 @@ def clean_tracks(x: np.ndarray, y: np.ndarray, z: np.ndarray, track_id: np.ndarr
     if ids.size == 0:
         return ids
     uniq, group = np.unique(ids, return_inverse=True)
-    group = group.ravel()
-    n_groups = n_orig = len(uniq)
-    fitted = np.bincount(group, minlength=n_groups) >= min_hits
-    touched = fitted[group]
+    group, n_groups = group.ravel(), len(uniq)
+    n_orig, touched = n_groups, (np.bincount(group, minlength=n_groups) >= min_hits)[group]
+    changed = np.ones(n_groups, dtype=bool)  # groups whose hits changed (the others would split as before)
     for _ in range(split if touched.any() else 0):  # hits off a track's best seeded helix: new group g + n_groups
-        inl = seed_inliers(x, y, z, group, touched, n_groups, max_transverse_mm, max_z_mm)
+        inl = seed_inliers(x, y, z, group, touched & changed[group], n_groups, max_transverse_mm, max_z_mm)
         good = np.bincount(group, weights=inl.astype(np.float64), minlength=n_groups) >= min_hits
-        group = np.where(touched & ~inl & good[group], group + n_groups, group)
-        group = np.unique(group, return_inverse=True)[1].ravel()  # dense again; keeps the order of groups
-        n_groups = int(group.max()) + 1
+        move = touched & ~inl & good[group]
+        changed = np.r_[np.bincount(group[move], minlength=n_groups) > 0, np.ones(n_groups, dtype=bool)]
+        present, group = np.unique(np.where(move, group + n_groups, group), return_inverse=True)
+        group, n_groups, changed = group.ravel(), len(present), changed[present]  # dense again, same order
     alive = np.bincount(group, weights=touched.astype(np.float64), minlength=n_groups) >= min_hits
     active = touched & alive[group]
     bad = np.zeros(n_groups, dtype=bool)
@@ -179,8 +180,7 @@ def clean_tracks(x: np.ndarray, y: np.ndarray, z: np.ndarray, track_id: np.ndarr
         res_t, res_z = fit_tracks(x, y, z, group, active, n_groups)
         score = np.where(active, np.maximum(res_t / max_transverse_mm, res_z / max_z_mm), -np.inf)
         order = np.lexsort((-score, group))  # per track, the worst hit first
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = group[order][1:] != group[order][:-1]
+        first = np.r_[True, group[order][1:] != group[order][:-1]]
         worst = order[first & (score[order] > 1.0)]
         if step == iterations:  # the extra pass of reject=True: judge, remove nothing
             bad[group[worst]] = True
