@@ -248,11 +248,12 @@ def test_tune_write_to_a_folder_is_refused_before_the_scan(tmp_path: Path, event
     assert "DM eff" not in out  # refused before scanning
 
 
-def test_cuda_graphs_with_several_processes_is_refused(tmp_path: Path, event_dir: Path, checkpoint: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("flag", ["--cuda-graphs", "--compile"])
+def test_one_process_options_with_several_processes_are_refused(tmp_path: Path, event_dir: Path, checkpoint: Path,
+                                                               capsys: pytest.CaptureFixture[str], flag: str) -> None:
     status = main(["reconstruct", str(event_dir), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
-                   "--cuda-graphs", "--devices", "2"])
-    assert status == 2 and "--cuda-graphs works in one process" in capsys.readouterr().err
+                   flag, "--devices", "2"])
+    assert status == 2 and f"{flag} works in one process" in capsys.readouterr().err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 

@@ -131,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("--filter works in one process; leave it out with --devices/--num-nodes.")
         if clean is not None:
             raise InputError("--clean works in one process; leave it out with --devices/--num-nodes.")
+        if args.compile:
+            raise InputError("--compile works in one process; leave it out with --devices/--num-nodes.")
         return _run_distributed(args, module, clusterer, volumes, device)
 
     def on_skip(source: str, reason: str) -> None:
