@@ -45,9 +45,12 @@ def submission_of(module: TrackingModule, event: Any, cache: Path | None, tag: s
     with torch.no_grad():
         sub = module.reconstruct(event)
     seconds = time.perf_counter() - t0
-    if path is not None:
+    if path is not None:  # atomically: a killed run must not leave a partial file that is read back later
+        from trackformers.io.atomic import atomic_path
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        sub.to_parquet(path, index=False)
+        with atomic_path(path) as tmp:
+            sub.to_parquet(tmp, index=False)
     return sub, seconds
 
 
@@ -108,7 +111,10 @@ def main() -> None:
         mu, n = (float(item.split(":")[0]), int(item.split(":")[1]))
         rows: dict[str, list[dict[str, float]]] = {label(c): [] for c in cuts}
         for i, event in enumerate(simulate(n, seed=args.seed, pileup=mu, volumes=(7, 8, 9))):
-            sub, sec = submission_of(module, event, cache, f"seed{args.seed}_mu{mu:g}_ev{i}")
+            # the cache key names the checkpoint (its file name and size): another model never reuses it
+            ckpt = Path(args.checkpoint)
+            tag = f"{ckpt.stem}_{ckpt.stat().st_size}_seed{args.seed}_mu{mu:g}_ev{i}"
+            sub, sec = submission_of(module, event, cache, tag)
             print(f"  mu={mu:g} event {i}: {len(event.hits)} hits, reconstruction {sec:.1f} s", flush=True)
             for cut in cuts:
                 out, ms = (sub, 0.0) if cut is None else cleaned(event, sub, cut)

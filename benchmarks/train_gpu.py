@@ -121,10 +121,31 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["object_pt_min"] = args.object_pt
     if args.neg_eta_slices is not None:
         out["neg_eta_slices"] = args.neg_eta_slices
-    for item in args.task_arg:
-        key, _, value = item.partition("=")
-        out[key] = json.loads(value)
+    out.update(dict(args.task_arg))
     return out
+
+
+def simulation_json(text: str) -> dict[str, Any]:
+    """``--simulation`` value: a JSON object of simulator options."""
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"pt_min\": 0.8}}': {err}") from None
+    if not isinstance(spec, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object such as '{\"pt_min\": 0.8}'")
+    return spec
+
+
+def task_arg(text: str) -> tuple[str, Any]:
+    """``--task-arg`` value ``KEY=JSON`` → (key, value), e.g. ``dim=0`` or ``clusterer={"name": "hdbscan"}``."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=JSON, e.g. dim=0")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value is not JSON ({err}); e.g. dim=0 or "
+                                         "'clusterer={\"name\": \"hdbscan\"}'") from None
 
 
 def one_cycle(args: argparse.Namespace) -> dict[str, Any]:
@@ -332,9 +353,9 @@ def main() -> None:
                    help='validation clusterer as JSON, e.g. \'{"name": "gpu", "radius": 0.2}\' (default: the task\'s)')
     p.add_argument("--new-task", action="store_true",
                    help="with --resume: keep the encoder's weights, replace the head by a fresh --task head")
-    p.add_argument("--task-arg", action="append", default=[], metavar="KEY=JSON",
+    p.add_argument("--task-arg", action="append", default=[], metavar="KEY=JSON", type=task_arg,
                    help="task hyper-parameter, e.g. dim=0 (also on resume)")
-    p.add_argument("--simulation", type=json.loads, default=None,
+    p.add_argument("--simulation", type=simulation_json, default=None,
                    help='extra simulator options of the training and validation events, e.g. '
                         '\'{"pt_min": 0.8, "multiplicity": 10.17}\' (hard particles at their minimum-bias rate)')
     p.add_argument("--neg-eta-slices", type=int, default=None, help="contrastive negatives within η-slices")

@@ -248,3 +248,21 @@ def test_local_under_inference_mode_matches_reference():
         again = attend(q, k, v, layout, backend="local")
     ref = attend(q, k, v, AttentionLayout.from_lengths([20, 17], window=3), backend="reference")
     assert torch.allclose(out, ref, atol=1e-5) and torch.equal(out, again)
+
+
+def test_views_whose_row_stride_would_overflow_int32_are_copied():
+    """Views of a fused (N, 3, H, D) projection have 3× the row stride of copies: for an event long enough that
+    views would overflow the kernels' int32 row offsets but copies would not, the call copies and runs; past
+    the copies' limit it refuses with one sentence."""
+    _seed()
+    lengths = [40, 13]
+    cu = torch.tensor([0, 40, 53], dtype=torch.int32, device=DEV)
+    qkv = torch.randn(53, 3, 2, 16, device=DEV)
+    q, k, v = qkv.unbind(1)  # row stride 96; copies: 32
+    huge = 2**31 // 64  # a declared max_seqlen: 96·huge overflows, 32·huge does not
+    with torch.no_grad():
+        out = F.local_attention(q, k, v, cu, huge, 5)
+        want = attend(q, k, v, AttentionLayout.from_lengths(lengths, device=DEV, window=5), backend="reference")
+    assert _close(out, want, 1e-5)[0]
+    with pytest.raises(ValueError, match="overflows int32"):
+        F.local_attention(q, k, v, cu, 2**31 // 16, 5)

@@ -14,13 +14,14 @@ HELP = "reconstruct tracks over event files with a trained checkpoint; write Tra
 
 
 
-def parse_params(items: list[str] | None) -> dict[str, Any]:
-    """``["eps=0.3", "k=none"]`` → ``{"eps": 0.3, "k": None}`` (ints, floats, none/true/false)."""
+def parse_params(items: list[str] | None, option: str = "--param", example: str = "eps=0.2") -> dict[str, Any]:
+    """``["eps=0.3", "k=none"]`` → ``{"eps": 0.3, "k": None}`` (ints, floats, none/true/false); errors name
+    ``option``."""
     params: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise InputError(f"--param {item}: expected KEY=VALUE, e.g. eps=0.2.")
+            raise InputError(f"{option} {item}: expected KEY=VALUE, e.g. {example}.")
         low = value.lower()
         if low in ("none", "null"):
             params[key] = None
@@ -160,7 +161,7 @@ def clean_params(args: argparse.Namespace) -> dict[str, Any] | None:
         return None
     from trackformers.clustering.cleaning import check_params
 
-    return check_params(parse_params(args.clean_param))
+    return check_params(parse_params(args.clean_param, "--clean-param", "max_z_mm=2"))
 
 
 def load_filter(args: argparse.Namespace, device: Any) -> Any:

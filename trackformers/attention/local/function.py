@@ -205,7 +205,10 @@ def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlen
     if not scale > 0:  # the scale is applied after the row max (in the exp2 FMA): it must keep the order
         raise ValueError(f"local attention needs a positive softmax scale; got {scale}")
     q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
-    # in-event row offsets are int32 in the kernels (row index × row stride): keep them below 2³¹
+    # in-event row offsets are int32 in the kernels (row index × row stride): keep them below 2³¹; views of a
+    # fused (N, 3, H, D) projection have 3× the row stride of copies, so copy before giving up
+    if max_seqlen * max(t.stride(0) for t in (q, k, v)) >= 2**31:
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     if max_seqlen * max(t.stride(0) for t in (q, k, v)) >= 2**31:
         raise ValueError(f"local attention: an event of {max_seqlen} hits with row stride "
                          f"{max(t.stride(0) for t in (q, k, v))} overflows int32 offsets; split the event")
