@@ -211,12 +211,6 @@ def event_dir(tmp_path_factory: pytest.TempPathFactory, events: list[Event]) -> 
     return folder
 
 
-@pytest.fixture(autouse=True)
-def _allocator_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "")
-    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
-
-
 def reconstruct(event_dir: Path, out: Path, checkpoints: dict[str, Path], *extra: str) -> int:
     return main(["reconstruct", str(event_dir), "--checkpoint", str(checkpoints["tracker"]), "--out", str(out),
                  "--no-progress", "--device", "cpu", "--clusterer", "dbscan", "--param", "eps=0.01", *extra])

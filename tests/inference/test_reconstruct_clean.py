@@ -15,28 +15,7 @@ from trackformers.io import write_events
 from trackformers.io.submission import read_submission
 from trackformers.simulation import simulate
 
-TINY_MODEL = {
-    "encoder": {"class_path": "trackformers.models.encoder.Encoder",
-                "init_args": {"d_model": 16, "n_heads": 2, "n_layers": 1, "backend": "dense",
-                              "window": None}},
-    "task": {"class_path": "trackformers.models.tasks.EmbeddingTask", "init_args": {"dim": 4}},
-}
 CUT = {"max_transverse_mm": 0.5, "max_z_mm": 2.0, "iterations": 3}
-
-
-@pytest.fixture(autouse=True)
-def _allocator_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``reconstruct`` may set PYTORCH_CUDA_ALLOC_CONF: undo it after each test."""
-    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "")
-    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from trackformers.training.module import TrackingModule
-
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-    return TrackingModule(**TINY_MODEL).export_checkpoint(path)
 
 
 @pytest.fixture(scope="module")
