@@ -28,7 +28,7 @@ import pandas as pd
 import sklearn
 import torch
 
-from trackformers.clustering.cleaning import clean_tracks
+from trackformers.clustering.cleaning import clean_submission
 from trackformers.metrics import evaluate_event
 from trackformers.simulation import simulate
 from trackformers.training.module import TrackingModule
@@ -56,12 +56,9 @@ def submission_of(module: TrackingModule, event: Any, cache: Path | None, tag: s
 
 def cleaned(event: Any, sub: pd.DataFrame, cut: dict[str, Any]) -> tuple[pd.DataFrame, float]:
     """``sub`` after cleaning with ``cut`` (hit positions from the event's hits table) and the seconds it took."""
-    hits = event.hits.set_index("hit_id").loc[sub["hit_id"].to_numpy()]
     t0 = time.perf_counter()
-    ids = clean_tracks(hits["x"].to_numpy(), hits["y"].to_numpy(), hits["z"].to_numpy(),
-                       sub["track_id"].to_numpy(), **cut)
-    seconds = time.perf_counter() - t0
-    return pd.DataFrame({"hit_id": sub["hit_id"].to_numpy(), "track_id": ids}), seconds
+    out = clean_submission(event.hits, sub, **cut)
+    return out, time.perf_counter() - t0
 
 
 def label(cut: dict[str, Any] | None) -> str:

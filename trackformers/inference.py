@@ -170,15 +170,12 @@ def reconstruct_event(module: Any, event: Event, clusterer: Callable[..., Tensor
     if len(event.hits) == 0:
         return pd.DataFrame({"hit_id": np.zeros(0, np.int64), "track_id": np.zeros(0, np.int64)})
     if clean is not None:
-        from trackformers.clustering.cleaning import check_params, clean_tracks
+        from trackformers.clustering.cleaning import check_params, clean_submission
 
         params = check_params(clean)
         sub = reconstruct_event(module, event, clusterer, timer, forward=forward, hit_filter=hit_filter)
         with timer("clustering"):
-            rows = pd.Index(event.hits["hit_id"].to_numpy()).get_indexer(sub["hit_id"].to_numpy())
-            xyz = [event.hits[c].to_numpy(np.float64)[rows] for c in ("x", "y", "z")]
-            ids = clean_tracks(*xyz, sub["track_id"].to_numpy(np.int64), **params)
-        return pd.DataFrame({"hit_id": sub["hit_id"].to_numpy(), "track_id": ids})
+            return clean_submission(event.hits, sub, **params)
     if hit_filter is not None:
         t0 = time.perf_counter()
         keep = hit_filter.keep(event)

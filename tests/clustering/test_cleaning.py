@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from trackformers.clustering.cleaning import check_params, clean_tracks, fit_tracks, seed_pairs
+from trackformers.clustering.cleaning import (
+    check_params,
+    clean_submission,
+    clean_tracks,
+    fit_tracks,
+    seed_pairs,
+)
 from trackformers.errors import InputError
 
 
@@ -221,3 +228,16 @@ def test_check_params() -> None:
                 {"max_transverse_mm": "x"}):
         with pytest.raises(InputError):
             check_params(bad)
+
+
+def test_clean_submission_matches_positions_by_hit_id() -> None:
+    """The DataFrame wrapper finds each submission row's x, y, z by hit id, whatever the two tables' orders."""
+    x, y, z, ids = random_event(3)
+    hits = pd.DataFrame({"hit_id": np.arange(len(x)) * 7 + 1, "x": x, "y": y, "z": z})
+    order = np.random.default_rng(0).permutation(len(x))
+    sub = pd.DataFrame({"hit_id": hits["hit_id"].to_numpy()[order], "track_id": ids[order]})
+    got = clean_submission(hits.iloc[::-1], sub)
+    assert got["hit_id"].tolist() == sub["hit_id"].tolist()
+    # the split's seed pairs follow the row order, so compare with clean_tracks in the submission's order
+    np.testing.assert_array_equal(got["track_id"].to_numpy(), clean_tracks(x[order], y[order], z[order],
+                                                                          ids[order]))

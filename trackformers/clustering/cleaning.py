@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 #: Keyword arguments of :func:`clean_tracks` that :func:`check_params` accepts (the ``--clean-param`` keys).
 PARAMS: tuple[str, ...] = ("max_transverse_mm", "max_z_mm", "min_hits", "iterations", "reject", "split")
@@ -197,3 +198,13 @@ def clean_tracks(x: np.ndarray, y: np.ndarray, z: np.ndarray, track_id: np.ndarr
     out[new] = ids.max() + 1 + rank.ravel()
     out[single] = ids.max() + 1 + int(rank.max(initial=-1)) + 1 + np.arange(int(single.sum()), dtype=np.int64)
     return out
+
+
+def clean_submission(hits: pd.DataFrame, submission: pd.DataFrame, **params: Any) -> pd.DataFrame:
+    """``submission`` (DataFrame[hit_id, track_id]) with its track ids cleaned by :func:`clean_tracks`; the hit
+    positions x, y, z (mm) come from ``hits`` (an event's hits table), matched by hit id, any row order."""
+    rows = pd.Index(hits["hit_id"].to_numpy()).get_indexer(submission["hit_id"].to_numpy())
+    xyz = [hits[c].to_numpy(np.float64)[rows] for c in ("x", "y", "z")]
+    ids = clean_tracks(*xyz, submission["track_id"].to_numpy(np.int64), **params)
+    return pd.DataFrame({"hit_id": submission["hit_id"].to_numpy(), "track_id": ids})
+
