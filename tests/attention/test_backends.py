@@ -274,3 +274,21 @@ def test_views_of_a_fused_projection_equal_contiguous_inputs(backend: str) -> No
         (out_copies * w).sum().backward()
         for i, t in enumerate(copies):
             torch.testing.assert_close(views.grad[:, i], t.grad, atol=1e-6, rtol=1e-5)
+
+
+def test_attend_hands_contiguous_tensors_to_backends_outside_strided(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The views test above cannot see a missing copy for backends that accept views anyway; a registered
+    backend that records what it receives can: outside ``api.STRIDED`` contiguous, inside it the views."""
+    seen: list[bool] = []
+
+    def record(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: AttentionLayout, scale: float):
+        seen.append(all(t.is_contiguous() for t in (q, k, v)))
+        return torch.zeros_like(q)
+
+    monkeypatch.setitem(api._BACKENDS, "recorder", (record, lambda q, layout, grad: None))
+    layout, _ = make_case([11, 4], window=3)
+    q, k, v = torch.randn(15, 3, 2, 16).unbind(1)
+    attend(q, k, v, layout, backend="recorder")
+    monkeypatch.setattr(api, "STRIDED", frozenset({"recorder"}))
+    attend(q, k, v, layout, backend="recorder")
+    assert seen == [True, False]
