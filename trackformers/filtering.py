@@ -20,7 +20,6 @@ import torch
 
 from trackformers.errors import InputError
 from trackformers.events import Event
-from trackformers.features import pack_events
 
 
 class HitFilter:
@@ -66,19 +65,13 @@ class HitFilter:
         n = len(event.hits)
         if n == 0:
             return np.zeros(0, np.float32)
-        module = self.module
-        batch = pack_events([event], module.feature_config, targets=False).to(module.device)
-        was_training = module.training
-        module.eval()
         from trackformers.attention.api import BackendUnavailable
 
         try:
-            outputs = module(batch) if forward is None else forward(batch)
+            _, outputs = self.module.event_outputs(event, forward=forward)
         except BackendUnavailable as err:  # e.g. a dense-trained filter on a 500k-hit event
             raise InputError(f"{event.source}: event {event.event_id} ({n} hits): the hit filter {self.source}: "
                              f"{err}; expected a backend that scales to it, e.g. --backend auto.") from None
-        finally:
-            module.train(was_training)
         return torch.sigmoid(outputs["keep_logit"].float()).cpu().numpy().reshape(n)
 
     def keep(self, event: Event, *, forward: Callable[..., Any] | None = None) -> np.ndarray:

@@ -244,6 +244,20 @@ class TrackingModule(pl.LightningModule):
         return subs
 
     @torch.no_grad()
+    def event_outputs(self, event: Any, *, forward: Any = None) -> tuple[PackedBatch, dict[str, torch.Tensor]]:
+        """One Event packed (rows in ``event.hits`` order, no truth targets) and the model's outputs on it, in
+        eval mode (the previous mode restored). ``forward`` runs the model instead of ``self(batch)``;
+        ``self.last_timings["features"]`` holds the packing time in seconds."""
+        t0 = time.perf_counter()
+        batch = pack_events([event], self.feature_config, targets=False).to(self.device)
+        self.last_timings = {"features": time.perf_counter() - t0}
+        was_training = self.training
+        self.eval()
+        try:
+            return batch, (self(batch) if forward is None else forward(batch))
+        finally:
+            self.train(was_training)
+
     def reconstruct(self, event: Any, *, clusterer: Any = None, forward: Any = None) -> pd.DataFrame:
         """``DataFrame[hit_id, track_id]`` (int64, one row per hit, hits-table order) for one Event.
 
@@ -252,15 +266,7 @@ class TrackingModule(pl.LightningModule):
         :class:`~trackformers.cuda_graph.GraphedForward`). ``self.last_timings["features"]`` holds the
         feature time in seconds.
         """
-        t0 = time.perf_counter()
-        batch = pack_events([event], self.feature_config, targets=False).to(self.device)
-        self.last_timings = {"features": time.perf_counter() - t0}
-        was_training = self.training
-        self.eval()
-        try:
-            outputs = self(batch) if forward is None else forward(batch)
-        finally:
-            self.train(was_training)
+        batch, outputs = self.event_outputs(event, forward=forward)
         if isinstance(clusterer, str):
             clusterer = {"name": clusterer}
         if clusterer is None or isinstance(clusterer, dict):
