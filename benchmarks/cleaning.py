@@ -4,7 +4,8 @@ Simulates events (built-in engine, pixel volumes 7, 8, 9), reconstructs each ONC
 (``module.reconstruct``: the model's default clusterer, HDBSCAN for best.ckpt), then scores the submission
 without cleaning (``none``) and after :func:`clean_tracks` for every cut of a grid, with
 :func:`trackformers.metrics.evaluate_event`. Prints, per μ and cut: the mean over events of DM efficiency,
-fake rate, duplicate rate, TrackML score, the tracks of >= 3 hits and the cleaning time (ms per event).
+perfect efficiency, fake rate, duplicate rate, TrackML score, the tracks of >= 3 hits and the cleaning time
+(ms per event).
 Submissions can be cached (``--cache DIR``) so a second grid needs no new reconstruction. Example::
 
     OMP_NUM_THREADS=1 python benchmarks/cleaning.py --seed 1000010 --pileups 0:5,20:3,200:1 \
@@ -33,7 +34,7 @@ from trackformers.metrics import evaluate_event
 from trackformers.simulation import simulate
 from trackformers.training.module import TrackingModule
 
-KEYS = ("dm_efficiency", "fake_rate", "duplicate_rate", "trackml_score", "n_tracks_min_hits")
+KEYS = ("dm_efficiency", "perfect_efficiency", "fake_rate", "duplicate_rate", "trackml_score", "n_tracks_min_hits")
 
 
 def submission_of(module: TrackingModule, event: Any, cache: Path | None, tag: str) -> tuple[pd.DataFrame, float]:
@@ -65,7 +66,9 @@ def label(cut: dict[str, Any] | None) -> str:
     if cut is None:
         return "none"
     return (f"t{cut['max_transverse_mm']:g}_z{cut['max_z_mm']:g}_it{cut['iterations']}"
-            + ("_reject" if cut["reject"] else "") + (f"_split{cut['split']}" if cut["split"] else ""))
+            + ("_reject" if cut["reject"] else "") + (f"_split{cut['split']}" if cut["split"] else "")
+            + (f"_m{cut['merge']}_c{cut['merge_chi2']:g}_s{cut['sigma_transverse_mm']:g}/{cut['sigma_z_mm']:g}"
+               if cut["merge"] else ""))
 
 
 def main() -> None:
@@ -78,6 +81,10 @@ def main() -> None:
     parser.add_argument("--iterations", default="2", help="iterations values")
     parser.add_argument("--reject", choices=("no", "yes", "both"), default="both")
     parser.add_argument("--split", default="0", help="split values (RANSAC splitting rounds)")
+    parser.add_argument("--merge", default="0", help="merge values (fragment re-merging rounds)")
+    parser.add_argument("--merge-chi2", default="16", help="merge_chi2 values (with merge > 0)")
+    parser.add_argument("--sigma-t", default="0.1", help="sigma_transverse_mm values (with merge > 0)")
+    parser.add_argument("--sigma-z", default="0.5", help="sigma_z_mm values (with merge > 0)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", default=None, help="folder for the model's submissions (reused)")
     parser.add_argument("--log", default=None, help="append the table (with date, command, versions) here")
@@ -85,12 +92,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     module = TrackingModule.load_checkpoint(args.checkpoint, map_location="cpu").eval()
     rejects = {"no": [False], "yes": [True], "both": [False, True]}[args.reject]
+    def values(text: str, kind: type) -> list[Any]:
+        return [kind(v) for v in text.split(",")]
+
+    merges = [(0, 16.0, 0.1, 0.5)] * ("0" in args.merge.split(",")) + list(itertools.product(
+        [m for m in values(args.merge, int) if m], values(args.merge_chi2, float), values(args.sigma_t, float),
+        values(args.sigma_z, float)))
     cuts: list[dict[str, Any] | None] = [None] + [
-        {"max_transverse_mm": t, "max_z_mm": z, "iterations": it, "reject": rj, "split": sp}
-        for t, z, it, rj, sp in itertools.product([float(v) for v in args.transverse.split(",")],
-                                                  [float(v) for v in args.z.split(",")],
-                                                  [int(v) for v in args.iterations.split(",")], rejects,
-                                                  [int(v) for v in args.split.split(",")])]
+        {"max_transverse_mm": t, "max_z_mm": z, "iterations": it, "reject": rj, "split": sp, "merge": m[0],
+         "merge_chi2": m[1], "sigma_transverse_mm": m[2], "sigma_z_mm": m[3]}
+        for t, z, it, rj, sp, m in itertools.product(values(args.transverse, float), values(args.z, float),
+                                                     values(args.iterations, int), rejects,
+                                                     values(args.split, int), merges)]
     cache = Path(args.cache) if args.cache else None
     try:
         git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -103,7 +116,8 @@ def main() -> None:
              f"pandas {pd.__version__}, sklearn {sklearn.__version__}",
              f"# checkpoint {args.checkpoint}, clusterer {module.task.clusterer(None)!r}, seed {args.seed}"]
     print("\n".join(lines), flush=True)
-    header = f"{'mu':>4} {'cut':<24}{'dm_eff':>8}{'fake':>8}{'dup':>8}{'score':>8}{'tracks>=3':>11}{'clean ms':>10}"
+    header = (f"{'mu':>4} {'cut':<40}{'dm_eff':>8}{'perfect':>8}{'fake':>8}{'dup':>8}"
+              f"{'score':>8}{'tracks>=3':>11}{'clean ms':>10}")
     for item in args.pileups.split(","):
         mu, n = (float(item.split(":")[0]), int(item.split(":")[1]))
         rows: dict[str, list[dict[str, float]]] = {label(c): [] for c in cuts}
@@ -120,7 +134,8 @@ def main() -> None:
         block = [f"mu = {mu:g}: mean over {n} event(s)", header]
         for name, per in rows.items():
             m = {k: float(np.nanmean([p[k] for p in per])) for k in (*KEYS, "ms")}
-            block.append(f"{mu:>4g} {name:<24}{m['dm_efficiency']:>8.4f}{m['fake_rate']:>8.4f}"
+            block.append(f"{mu:>4g} {name:<40}{m['dm_efficiency']:>8.4f}{m['perfect_efficiency']:>8.4f}"
+                         f"{m['fake_rate']:>8.4f}"
                          f"{m['duplicate_rate']:>8.4f}{m['trackml_score']:>8.4f}{m['n_tracks_min_hits']:>11.1f}"
                          f"{m['ms']:>10.1f}")
         print("\n".join(block), flush=True)

@@ -44,11 +44,13 @@ def reference_fit(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarr
 
 
 def reference_seed(x, y, z, members: list[int], max_t: float, max_z: float, candidates: int = 32) -> list[int]:
-    """One track: the hits within the cuts of the best helix through the origin and a pair of its hits."""
+    """One track: the hits within the cuts of the best helix through the origin and a pair of its hits (the
+    pairs' ranks count the hits sorted by r², then z, x, y), in index order."""
     a, b = seed_pairs(np.array([len(members)]), candidates)
     best: list[int] = []
+    hits = sorted(members, key=lambda h: (max(x[h] * x[h] + y[h] * y[h], 1e-300), z[h], x[h], y[h]))
     for k in range(candidates):
-        i, j = members[a[0, k]], members[b[0, k]]
+        i, j = hits[a[0, k]], hits[b[0, k]]
         centre = np.linalg.solve(np.array([[x[i], y[i]], [x[j], y[j]]]),
                                  np.array([x[i] ** 2 + y[i] ** 2, x[j] ** 2 + y[j] ** 2]) / 2.0)
         radius = np.hypot(*centre)
@@ -61,7 +63,7 @@ def reference_seed(x, y, z, members: list[int], max_t: float, max_z: float, cand
                   if rt <= max_t and rz <= max_z]
         if len(inside) > len(best):
             best = inside
-    return best
+    return sorted(best)
 
 
 def reference_clean(x, y, z, track_id, *, max_transverse_mm=1.0, max_z_mm=2.0, min_hits=3, iterations=2,

@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 #: Keyword arguments of :func:`clean_tracks` that :func:`check_params` accepts (the ``--clean-param`` keys).
-PARAMS: tuple[str, ...] = ("max_transverse_mm", "max_z_mm", "min_hits", "iterations", "reject", "split")
+PARAMS: tuple[str, ...] = ("max_transverse_mm", "max_z_mm", "min_hits", "iterations", "reject", "split", "merge",
+                           "merge_chi2", "sigma_transverse_mm", "sigma_z_mm")
 
 
 def check_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -42,9 +43,9 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, bool) != (key == "reject"):
             raise InputError(f"cleaning parameter {key}={value!r}: expected " + ("true or false." if key == "reject"
                              else "a number."))
-        if key.endswith("_mm") and not (isinstance(value, int | float) and value > 0):
+        if (key.endswith("_mm") or key == "merge_chi2") and not (isinstance(value, int | float) and value > 0):
             raise InputError(f"cleaning parameter {key}={value!r}: expected a positive number of mm.")
-        if key in ("min_hits", "iterations", "split") and not (isinstance(value, int) and value >= low):
+        if key in ("min_hits", "iterations", "split", "merge") and not (isinstance(value, int) and value >= low):
             raise InputError(f"cleaning parameter {key}={value!r}: expected an integer >= {low}.")
     return dict(params)
 
@@ -66,12 +67,10 @@ def _residuals(x: np.ndarray, y: np.ndarray, z: np.ndarray, nx: np.ndarray, ny: 
     return res_t, s, np.abs(z - z0 - slope * s)
 
 
-def fit_tracks(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndarray, active: np.ndarray,
-               n_groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fit every group's active hits; ``(res_t, res_z)`` of every hit (mm, shape (N,), inactive too).
-
-    ``group``: dense track index per hit in [0, n_groups); ``active``: hits that take part in the fit.
-    """
+def fit_helices(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndarray, active: np.ndarray,
+                n_groups: int) -> tuple[np.ndarray, ...]:
+    """Per group (shape (G,)): the fitted circle n·(u, v) = ρ0 (unit normal ``nx``, ``ny``, ``rho0`` >= 0, 1/mm)
+    and z line (``z0`` mm, ``slope`` = cotθ), from the group's active hits; see the module docstring."""
     r2 = x * x + y * y
     safe = np.where(r2 > 0, r2, 1.0)
     u, v = x / safe, y / safe  # a hit at r = 0 maps to (0, 0) with weight 0: it lies on every such circle
@@ -88,15 +87,25 @@ def fit_tracks(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndarray, a
     nx, ny = -np.sin(theta), np.cos(theta)  # its unit normal
     rho0 = nx * mu + ny * mv
     flip = rho0 < 0
-    nx, ny, rho0 = np.where(flip, -nx, nx)[group], np.where(flip, -ny, ny)[group], np.abs(rho0)[group]
-    res_t, s = _residuals(x, y, z, nx, ny, rho0)
+    nx, ny, rho0 = np.where(flip, -nx, nx), np.where(flip, -ny, ny), np.abs(rho0)
+    _, s = _residuals(x, y, z, nx[group], ny[group], rho0[group])
     a = active.astype(np.float64)
     n, ss, sz, sss, ssz = seg(a), seg(a * s), seg(a * z), seg(a * s * s), seg(a * s * z)
     det = n * sss - ss * ss
     ok = det > 1e-12 * np.maximum(n * sss, 1e-300)  # hits spread in s; else a flat line at the mean z
     slope = np.where(ok, (n * ssz - ss * sz) / np.where(ok, det, 1.0), 0.0)
-    z0 = (sz - slope * ss) / np.maximum(n, 1.0)
-    return res_t, np.abs(z - z0[group] - slope[group] * s)
+    return nx, ny, rho0, (sz - slope * ss) / np.maximum(n, 1.0), slope
+
+
+def fit_tracks(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndarray, active: np.ndarray,
+               n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fit every group's active hits; ``(res_t, res_z)`` of every hit (mm, shape (N,), inactive too).
+
+    ``group``: dense track index per hit in [0, n_groups); ``active``: hits that take part in the fit.
+    """
+    nx, ny, rho0, z0, slope = (p[group] for p in fit_helices(x, y, z, group, active, n_groups))
+    res_t, _, res_z = _residuals(x, y, z, nx, ny, rho0, z0, slope)
+    return res_t, res_z
 
 
 def seed_pairs(counts: np.ndarray, candidates: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,18 +121,18 @@ def seed_pairs(counts: np.ndarray, candidates: int) -> tuple[np.ndarray, np.ndar
 
 def seed_inliers(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndarray, active: np.ndarray,
                  n_groups: int, max_t: float, max_z: float, candidates: int = 32) -> np.ndarray:
-    """RANSAC per group: helices from the origin through K pairs of its active hits (the hits in index
-    order, ranks from :func:`seed_pairs`); the active hits within the cuts of the candidate with the most
-    such hits (first on ties). Bool mask, shape (N,)."""
+    """RANSAC per group: helices from the origin through K pairs of its active hits (ranks from
+    :func:`seed_pairs` into the hits sorted by r², then z, x, y: the same seeds whatever the row order); the
+    active hits within the cuts of the candidate with the most such hits (first on ties). Bool mask, (N,)."""
     idx, out = np.flatnonzero(active), np.zeros(len(x), dtype=bool)
     if len(idx) == 0:
         return out
-    idx = idx[np.argsort(group[idx], kind="stable")]
+    r2 = np.maximum(x * x + y * y, 1e-300)
+    idx = idx[np.lexsort((y[idx], x[idx], z[idx], r2[idx], group[idx]))]
     counts = np.bincount(group[idx], minlength=n_groups)
     start = np.cumsum(counts) - counts
     a, b = seed_pairs(np.maximum(counts, 2), candidates)
     ia, ib = idx[np.minimum(start[:, None] + a, len(idx) - 1)], idx[np.minimum(start[:, None] + b, len(idx) - 1)]
-    r2 = np.maximum(x * x + y * y, 1e-300)
     du, dv = x[ib] / r2[ib] - x[ia] / r2[ia], y[ib] / r2[ib] - y[ia] / r2[ia]
     norm = np.maximum(np.hypot(du, dv), 1e-300)
     nx, ny = -dv / norm, du / norm  # normal of the conformal line through the pair
@@ -145,7 +154,9 @@ def seed_inliers(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndarray,
 
 def clean_tracks(x: np.ndarray, y: np.ndarray, z: np.ndarray, track_id: np.ndarray, *,
                  max_transverse_mm: float = 1.0, max_z_mm: float = 2.0, min_hits: int = 3,
-                 iterations: int = 2, reject: bool = False, split: int = 3) -> np.ndarray:
+                 iterations: int = 2, reject: bool = False, split: int = 3, merge: int = 0,
+                 merge_chi2: float = 16.0, sigma_transverse_mm: float = 0.1, sigma_z_mm: float = 0.5,
+                 layer: np.ndarray | None = None) -> np.ndarray:
     """New track ids (int64, shape (N,)) after helix-consistency cleaning; see the module docstring. The
     defaults are the best TrackML score at μ = 20 of a validation grid (benchmarks/results/cleaning_cpu.log).
 
@@ -159,6 +170,12 @@ def clean_tracks(x: np.ndarray, y: np.ndarray, z: np.ndarray, track_id: np.ndarr
         reject: dissolve a track that still has a hit beyond the cut after the last round.
         split: rounds of splitting before the removal rounds: a track whose best seeded helix
             (:func:`seed_inliers`) holds >= ``min_hits`` hits keeps them; its other hits form a new track.
+        merge: rounds of fragment re-merging after the removal rounds (:mod:`trackformers.clustering.merging`):
+            tracks whose helices agree within ``merge_chi2`` and whose hits share no layer (or fit one helix
+            within the cuts) merge; the merged track keeps the id of the lower original id.
+        merge_chi2: χ² cut (4 parameters) of the helix comparison.
+        sigma_transverse_mm, sigma_z_mm: per-hit errors (mm) behind the helix parameters' errors.
+        layer: integer layer key per hit, shape (N,) (None: the joint helix fit decides alone).
     """
     ids, (x, y, z) = np.asarray(track_id).astype(np.int64), (np.asarray(c, dtype=np.float64) for c in (x, y, z))
     if ids.size == 0:
@@ -191,8 +208,15 @@ def clean_tracks(x: np.ndarray, y: np.ndarray, z: np.ndarray, track_id: np.ndarr
         active &= alive[group]
     alive &= ~bad
     kept = active & alive[group]
+    if merge:  # fragments of one particle back together (merging imports this module, hence here)
+        from trackformers.clustering.merging import merge_groups
+
+        group = merge_groups(x, y, z, group, kept, n_groups, layer=None if layer is None else np.asarray(layer),
+                             max_t=max_transverse_mm, max_z=max_z_mm, min_hits=min_hits, rounds=merge,
+                             max_chi2=merge_chi2, sigma_t=sigma_transverse_mm, sigma_z=sigma_z_mm)
     single = touched & ~kept
-    out = ids.copy()
+    out, orig = ids.copy(), kept & (group < n_orig)
+    out[orig] = uniq[group[orig]]  # a merged track: the id of its lower group
     new = kept & (group >= n_orig)  # split-off tracks: fresh ids in order of their group, then singletons
     _, rank = np.unique(group[new], return_inverse=True)
     out[new] = ids.max() + 1 + rank.ravel()
@@ -202,9 +226,12 @@ def clean_tracks(x: np.ndarray, y: np.ndarray, z: np.ndarray, track_id: np.ndarr
 
 def clean_submission(hits: pd.DataFrame, submission: pd.DataFrame, **params: Any) -> pd.DataFrame:
     """``submission`` (DataFrame[hit_id, track_id]) with its track ids cleaned by :func:`clean_tracks`; the hit
-    positions x, y, z (mm) come from ``hits`` (an event's hits table), matched by hit id, any row order."""
+    positions x, y, z (mm) come from ``hits`` (an event's hits table), matched by hit id, any row order; so
+    do the layers for merging (volume_id, layer_id, when the table has them)."""
     rows = pd.Index(hits["hit_id"].to_numpy()).get_indexer(submission["hit_id"].to_numpy())
     xyz = [hits[c].to_numpy(np.float64)[rows] for c in ("x", "y", "z")]
+    if "layer" not in params and {"volume_id", "layer_id"} <= set(hits.columns):
+        params["layer"] = (hits["volume_id"].to_numpy(np.int64) * 10_000 + hits["layer_id"].to_numpy(np.int64))[rows]
     ids = clean_tracks(*xyz, submission["track_id"].to_numpy(np.int64), **params)
     return pd.DataFrame({"hit_id": submission["hit_id"].to_numpy(), "track_id": ids})
 
