@@ -240,6 +240,6 @@ def test_clean_submission_matches_positions_by_hit_id() -> None:
     sub = pd.DataFrame({"hit_id": hits["hit_id"].to_numpy()[order], "track_id": ids[order]})
     got = clean_submission(hits.iloc[::-1], sub)
     assert got["hit_id"].tolist() == sub["hit_id"].tolist()
-    # the split's seed pairs follow the row order, so compare with clean_tracks in the submission's order
+    # fresh ids are numbered in row order, so compare with clean_tracks in the submission's order
     np.testing.assert_array_equal(got["track_id"].to_numpy(), clean_tracks(x[order], y[order], z[order],
                                                                           ids[order]))
