@@ -13,7 +13,8 @@ the DM efficiency / fake rate of the submissions, and writes the records as JSON
 
 ``--compile`` compiles the encoder's norms and MLPs (:func:`trackformers.fused.compile_pointwise`).
 ``--cuda-graphs`` replays the model from CUDA graphs (:class:`trackformers.cuda_graph.GraphedForward`); every
-event is reconstructed once untimed first, so the timed runs replay graphs captured then. ``--profile DIR``
+event is reconstructed once untimed first, so the timed runs replay graphs captured then. The clusterer then
+allocates from the graphs' pool (``GraphedForward.borrowing``) unless ``--no-lend-pool``. ``--profile DIR``
 instead splits one event's reconstruction into sub-stages (median wall ms of ``--repeats``, CUDA-synchronised)
 and writes torch.profiler tables of the model and the clustering to DIR.
 """
@@ -73,6 +74,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--cuda-graphs", action="store_true", help="replay the model from CUDA graphs")
     p.add_argument("--graph-slack", type=float, default=None, help="GraphedForward reuse_slack (default: its own)")
     p.add_argument("--graph-headroom", type=float, default=None, help="GraphedForward headroom (default: its own)")
+    p.add_argument("--no-lend-pool", action="store_true",
+                   help="GraphedForward(lend_pool=False): the clusterer allocates beside the graph pool, not in it")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the encoder's norms and MLPs (trackformers.fused); with --profile: also")
     p.add_argument("--profile", default=None, metavar="DIR", help="profile one event's stages, write tables here")
@@ -153,7 +156,7 @@ def main() -> int:
 
         policy = {k: v for k, v in (("reuse_slack", args.graph_slack), ("headroom", args.graph_headroom))
                   if v is not None}
-        forward = GraphedForward(module, **policy)
+        forward = GraphedForward(module, lend_pool=not args.no_lend_pool, **policy)
     if args.profile:
         from benchmarks.reconstruct_profile import profile
 
@@ -222,6 +225,8 @@ def main() -> int:
             "graph_lengths": None if forward is None else sorted(k[0] for k in forward.graphs),
             "graph_slack": None if forward is None else forward.reuse_slack,
             "graph_headroom": None if forward is None else forward.headroom,
+            "graph_lend_pool": None if forward is None else forward.lend_pool,
+            "graph_pools_retired": None if forward is None else forward.retired,
             "compile": args.compile, "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     print(json.dumps(meta))

@@ -13,6 +13,17 @@ host values: segment lengths) and feed them to the graph through static buffers.
 It runs only where it can: CUDA tensors, one event per batch, an encoder whose forward can be captured. Otherwise
 (or when capture fails, or the first replay disagrees with the eager forward) it runs the module eagerly and
 says why once (``reason`` and a log warning). Inference only: no autograd state is kept.
+
+**Lending the pool.** The graphs' private memory pool holds the largest bucket's activations (≈ 250–290 MB
+at μ = 200 in bf16), but those blocks are busy only *during* a replay. Inside ``with forward.borrowing():``
+every allocation made after a replay (the output copies, the clusterer's working tensors) is served from that
+pool (``torch.cuda.use_mem_pool``), so the work after the model reuses the blocks instead of growing the
+default pool beside it. The invariant that makes this legal: **every tensor allocated from the pool after a
+replay is dead before the next replay, and all of it runs on one stream** (the scope runs on the graphs' own
+side stream, so the replays, the borrowed allocations and the capture share it). It is enforced, not trusted:
+before each replay the pool's allocated blocks are compared with those the graphs own; if a borrowed tensor is
+still alive, the pool is retired (kept, not reused: the live tensor stays intact), the graphs are captured
+again into a new pool, a warning is logged and ``retired`` counts it.
 """
 
 from __future__ import annotations
@@ -94,10 +105,12 @@ class GraphedForward:
         headroom: a new graph is captured for ``bucket_length(n·(1 + headroom))`` rows, so that it also
             serves somewhat larger later events. Fewer graphs hold less memory: every graph keeps its own
             blocks of the shared pool that differently sized later captures cannot reuse.
+        lend_pool: inside :meth:`borrowing`, serve the allocations after each replay from the graphs' pool
+            (see the module docstring); False: ``borrowing()`` only switches to the side stream.
     """
 
     def __init__(self, module: Any, *, max_graphs: int = 4, check: bool = True, reuse_slack: float = 0.0,
-                 headroom: float = 0.0) -> None:
+                 headroom: float = 0.0, lend_pool: bool = True) -> None:
         if not (0.0 <= reuse_slack <= 1.0 and 0.0 <= headroom <= 1.0):
             raise ValueError(f"reuse_slack and headroom must lie in [0, 1]; got {reuse_slack}, {headroom}")
         self.module = module
@@ -109,8 +122,16 @@ class GraphedForward:
         self.failed: dict[tuple, str] = {}
         self.reason: str | None = None  # why the last call ran eagerly (None: it replayed a graph)
         self._warned: set[str] = set()
-        self._pool: Any = None
+        self._pool: Any = None  # the graphs' MemPool (lend_pool) ...
+        self._plain_pool: Any = None  # ... or their plain graph-pool handle
         self._stream: Any = None
+        self.lend_pool = lend_pool and hasattr(torch.cuda, "use_mem_pool")
+        self.retired = 0  # pools given up because a borrowed tensor was alive at a replay
+        self._retired_pools: list[Any] = []  # kept alive: their live borrowed tensors must not be freed under them
+        self._owned: frozenset[tuple[int, int]] = frozenset()  # (address, size) of the graphs' own pool blocks
+        self._lent = False  # blocks may have been lent since the last check
+        self._routing: contextlib.ExitStack | None = None  # the active use_mem_pool, while lending
+        self._borrowing = 0  # depth of open borrowing() scopes
 
     # ------------------------------------------------------------------ eligibility
     def why_not(self, batch: PackedBatch) -> str | None:
@@ -132,11 +153,89 @@ class GraphedForward:
             log.warning("CUDA graphs off for this call, running eagerly: %s", reason)
         return self.module(batch)
 
+    # ------------------------------------------------------------------ lending the pool
+    @contextlib.contextmanager
+    def borrowing(self):
+        """Run the block on the graphs' side stream; allocations after each replay come from the graph pool.
+
+        Everything allocated after a replay inside the block (the returned outputs included) must be dead
+        before the next call of this object: copy to the host (``.cpu()``) what must outlive it. A no-op off
+        CUDA. On exit the caller's stream waits for the side stream.
+        """
+        device = _module_device(self.module)
+        if device.type != "cuda":
+            yield
+            return
+        with torch.cuda.device(device):
+            if self._stream is None:
+                self._stream = torch.cuda.Stream()
+            outer = torch.cuda.current_stream()
+            self._stream.wait_stream(outer)
+            self._borrowing += 1
+            try:
+                with torch.cuda.stream(self._stream):
+                    yield
+            finally:
+                self._stop_lending()
+                self._borrowing -= 1
+                outer.wait_stream(self._stream)
+
+    def _start_lending(self) -> None:
+        """Route this thread's allocations to the graph pool (until the next call or the scope's end)."""
+        if not (self.lend_pool and self._borrowing and self._pool is not None) or self._routing is not None:
+            return
+        if torch.cuda.current_stream() != self._stream:  # the pool's free blocks belong to the side stream
+            return
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.cuda.use_mem_pool(self._pool))
+        self._routing = stack
+        self._lent = True
+
+    def _stop_lending(self) -> None:
+        if self._routing is not None:
+            self._routing.close()
+            self._routing = None
+
+    def _pool_blocks(self) -> frozenset[tuple[int, int]]:
+        """(address, size) of every allocated block of the graph pool."""
+        held = []
+        for seg in self._pool.snapshot():
+            address = seg["address"]  # blocks tile their segment in address order
+            for block in seg["blocks"]:
+                if block["state"] != "inactive":
+                    held.append((address, block["size"]))
+                address += block["size"]
+        return frozenset(held)
+
+    def _check_pool(self, device: torch.device) -> None:
+        """Before a replay: retire the pool if a block lent since the last replay is still allocated."""
+        if not self._lent:
+            return
+        self._lent = False
+        # Fast path (a C++ walk over the allocator's live blocks, as torch's cudagraph trees check their
+        # pools): exactly the graphs' own blocks are allocated. The snapshot below costs ~0.3 ms at μ = 200.
+        fast = getattr(torch._C, "_cuda_checkPoolLiveAllocations", None)
+        if fast is not None and fast(device.index, self._pool.id, {a for a, _ in self._owned}):
+            return
+        held = self._pool_blocks()
+        if held <= self._owned:
+            self._owned = held  # (a graph-owned block may have been freed meanwhile)
+            return
+        self.retired += 1
+        log.warning("%d tensor(s) allocated from the CUDA-graph pool after a replay are still alive at the next "
+                    "replay (GraphedForward.borrowing: copy what must outlive the call to the host); the pool "
+                    "is retired and the graphs are captured again", len(held - self._owned))
+        self._retired_pools.append(self._pool)
+        self.graphs.clear()
+        self._pool, self._owned = None, frozenset()
+
     # ------------------------------------------------------------------ call
     def __call__(self, batch: PackedBatch) -> dict[str, Tensor]:
+        self._stop_lending()  # padding, input copies, captures and eager runs allocate from the default pool
         reason = self.why_not(batch)
         if reason is not None:
             return self._eager(batch, reason)
+        self._check_pool(batch.features.device)
         for length in self.lengths(batch.num_hits):  # existing graphs first, a new bucket last
             padded = pad_batch(batch, length)
             orders = self._orders(padded)
@@ -167,11 +266,14 @@ class GraphedForward:
             # Hand back what the warm-up (side stream) and the eager check left in the allocator's cache: it
             # is never reused by replays. At μ = 200 (3 buckets, H100) the benchmark's reserved: 892 → 730 MB.
             torch.cuda.empty_cache()
+            if self._pool is not None and self.lend_pool:
+                self._owned = self._pool_blocks()  # the graphs' static outputs (and what layers cached)
+            self._start_lending()
             self.reason = None
             return out
         self.graphs.move_to_end(key)
         self.reason = None
-        return self._replay(entry, padded, orders, batch.num_hits)
+        return self._replay(entry, padded, orders, batch.num_hits, lend=True)
 
     def lengths(self, n: int) -> list[int]:
         """Padded lengths to try for an event of ``n`` hits: the lengths of existing graphs within the reuse
@@ -234,14 +336,22 @@ class GraphedForward:
         static_orders = [replace(o, perm=o.perm.clone(), inverse=o.inverse.clone(),
                                  layout=replace(o.layout, cu_seqlens=o.layout.cu_seqlens.clone()))
                          for o in orders]
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
+        if self._pool is None:  # a MemPool, so that borrowing() can route allocations to it
+            self._pool = torch.cuda.MemPool() if self.lend_pool else None
+        pool = self._pool.id if self._pool is not None else self._handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool, stream=stream), amp, self._static_orders(static_orders):
+        with torch.cuda.graph(graph, pool=pool, stream=stream), amp, self._static_orders(static_orders):
             outputs = self.module(static)
         return _Entry(graph=graph, batch=static, orders=static_orders, outputs=dict(outputs))
 
-    def _replay(self, entry: _Entry, padded: PackedBatch, orders: list[Any], n: int) -> dict[str, Tensor]:
+    def _handle(self) -> Any:
+        """The shared pool's handle when the pool is not lent (a plain graph pool, as before MemPool)."""
+        if self._plain_pool is None:
+            self._plain_pool = torch.cuda.graph_pool_handle()
+        return self._plain_pool
+
+    def _replay(self, entry: _Entry, padded: PackedBatch, orders: list[Any], n: int,
+                lend: bool = False) -> dict[str, Tensor]:
         for name in (*HIT_FIELDS, "sort_index", "unsort_index", "cu_seqlens"):
             getattr(entry.batch, name).copy_(getattr(padded, name), non_blocking=True)
         for dst, src in zip(entry.orders, orders):
@@ -249,7 +359,14 @@ class GraphedForward:
             dst.inverse.copy_(src.inverse, non_blocking=True)
             dst.layout.cu_seqlens.copy_(src.layout.cu_seqlens, non_blocking=True)
         entry.graph.replay()
+        if lend:
+            self._start_lending()  # the copies below and the caller's work until the next call: graph pool
         return {k: v[:n].clone() for k, v in entry.outputs.items()}
+
+
+def _module_device(module: Any) -> torch.device:
+    param = next(iter(module.parameters()), None)
+    return param.device if param is not None else torch.device("cpu")
 
 
 def _disagreement(graphed: dict[str, Tensor], eager: dict[str, Tensor]) -> str | None:
