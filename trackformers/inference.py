@@ -196,7 +196,9 @@ def reconstruct_event(module: Any, event: Event, clusterer: Callable[..., Tensor
     try:
         # no_grad rather than inference_mode: inference tensors have no version counter, which layers that
         # cache per input tensor (the local attention's block tables per cu_seqlens) read.
-        with torch.no_grad():
+        # A GraphedForward's borrowing(): the clusterer's tensors reuse the graph pool's idle blocks.
+        borrowing = getattr(forward, "borrowing", contextlib.nullcontext)
+        with torch.no_grad(), borrowing():
             sub = module.reconstruct(event, clusterer=timed) if forward is None else \
                 module.reconstruct(event, clusterer=timed, forward=forward)
     except BackendUnavailable as err:  # e.g. a dense-trained checkpoint on a 500k-hit event
