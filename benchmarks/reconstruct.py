@@ -76,6 +76,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--graph-headroom", type=float, default=None, help="GraphedForward headroom (default: its own)")
     p.add_argument("--no-lend-pool", action="store_true",
                    help="GraphedForward(lend_pool=False): the clusterer allocates beside the graph pool, not in it")
+    p.add_argument("--no-warmup-in-pool", action="store_true",
+                   help="GraphedForward(warmup_in_pool=False): capture warm-ups beside the graph pool")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the encoder's norms and MLPs (trackformers.fused); with --profile: also")
     p.add_argument("--profile", default=None, metavar="DIR", help="profile one event's stages, write tables here")
@@ -156,7 +158,8 @@ def main() -> int:
 
         policy = {k: v for k, v in (("reuse_slack", args.graph_slack), ("headroom", args.graph_headroom))
                   if v is not None}
-        forward = GraphedForward(module, lend_pool=not args.no_lend_pool, **policy)
+        forward = GraphedForward(module, lend_pool=not args.no_lend_pool,
+                                 warmup_in_pool=not args.no_warmup_in_pool, **policy)
     if args.profile:
         from benchmarks.reconstruct_profile import profile
 
@@ -166,9 +169,13 @@ def main() -> int:
         for event in events if forward is not None else events[:1]:
             reconstruct_event(module, event, make_clusterer("gpu", radius=0.2), StageTimer(device), forward=forward)
     warmup_s = time.perf_counter() - t0
+    # the process's peaks so far: model load, compilation and (with --cuda-graphs) every capture
+    warmup_peaks = (torch.cuda.max_memory_allocated(device) / 2**20, torch.cuda.max_memory_reserved(device) / 2**20) \
+        if cuda else (None, None)
     if forward is not None:
         print(f"warm-up incl. CUDA-graph captures {warmup_s:.2f} s; graphs {len(forward.graphs)}; eager because: "
-              f"{forward.reason or '-'}; failed: {forward.failed or '-'}", flush=True)
+              f"{forward.reason or '-'}; failed: {forward.failed or '-'}; process peak so far "
+              f"{warmup_peaks[0]:.0f} MB allocated, {warmup_peaks[1]:.0f} MB reserved", flush=True)
     records = []
     for name, params in clusterer_settings(args).items():
         clusterer = make_clusterer(name, **params)
@@ -227,6 +234,8 @@ def main() -> int:
             "graph_headroom": None if forward is None else forward.headroom,
             "graph_lend_pool": None if forward is None else forward.lend_pool,
             "graph_pools_retired": None if forward is None else forward.retired,
+            "graph_warmup_in_pool": None if forward is None else forward.warmup_in_pool,
+            "warmup_peak_allocated_mb": warmup_peaks[0], "warmup_peak_reserved_mb": warmup_peaks[1],
             "compile": args.compile, "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     print(json.dumps(meta))

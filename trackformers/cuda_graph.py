@@ -23,7 +23,9 @@ replay is dead before the next replay, and all of it runs on one stream** (the s
 side stream, so the replays, the borrowed allocations and the capture share it). It is enforced, not trusted:
 before each replay the pool's allocated blocks are compared with those the graphs own; if a borrowed tensor is
 still alive, the pool is retired (kept, not reused: the live tensor stays intact), the graphs are captured
-again into a new pool, a warning is logged and ``retired`` counts it.
+again into a new pool, a warning is logged and ``retired`` counts it. Each capture's eager warm-up runs in the
+pool as well (``warmup_in_pool``): it then reuses the idle blocks of the graphs before it and leaves its own
+freed blocks to the capture, instead of adding a forward's activations beside the pool while capturing.
 """
 
 from __future__ import annotations
@@ -98,8 +100,9 @@ class GraphedForward:
     Args:
         module: a TrackingModule (``module.encoder``, ``module(batch)``), on its device, in eval mode.
         max_graphs: graphs kept (least recently used dropped); each holds its static buffers.
-        check: compare each new graph's first replay with the eager forward and fall back if they differ
-            beyond bf16 rounding (max |Δ| > ``0.1`` or mean |Δ| > ``0.01`` on any output).
+        check: compare each new graph's first replay with the eager forward (the warm-up's, on the same
+            padded rows) and fall back if they differ beyond bf16 rounding (max |Δ| > ``0.1`` or mean
+            |Δ| > ``0.01`` on any output).
         reuse_slack: an event of n hits replays an existing graph of length L if n ≤ L ≤ n·(1 + slack)
             (the smallest such), so events of similar size share one graph instead of one per bucket.
         headroom: a new graph is captured for ``bucket_length(n·(1 + headroom))`` rows, so that it also
@@ -107,10 +110,14 @@ class GraphedForward:
             blocks of the shared pool that differently sized later captures cannot reuse.
         lend_pool: inside :meth:`borrowing`, serve the allocations after each replay from the graphs' pool
             (see the module docstring); False: ``borrowing()`` only switches to the side stream.
+        warmup_in_pool: (with ``lend_pool``) run each capture's eager warm-up in the graph pool too, so a
+            new graph's warm-up reuses the idle blocks of the graphs before it instead of growing the default
+            pool beside them (the process's peak while capturing), and its activations' blocks serve the
+            capture right after.
     """
 
     def __init__(self, module: Any, *, max_graphs: int = 4, check: bool = True, reuse_slack: float = 0.0,
-                 headroom: float = 0.0, lend_pool: bool = True) -> None:
+                 headroom: float = 0.0, lend_pool: bool = True, warmup_in_pool: bool = True) -> None:
         if not (0.0 <= reuse_slack <= 1.0 and 0.0 <= headroom <= 1.0):
             raise ValueError(f"reuse_slack and headroom must lie in [0, 1]; got {reuse_slack}, {headroom}")
         self.module = module
@@ -126,6 +133,7 @@ class GraphedForward:
         self._plain_pool: Any = None  # ... or their plain graph-pool handle
         self._stream: Any = None
         self.lend_pool = lend_pool and hasattr(torch.cuda, "use_mem_pool")
+        self.warmup_in_pool = warmup_in_pool and self.lend_pool
         self.retired = 0  # pools given up because a borrowed tensor was alive at a replay
         self._retired_pools: list[Any] = []  # kept alive: their live borrowed tensors must not be freed under them
         self._owned: frozenset[tuple[int, int]] = frozenset()  # (address, size) of the graphs' own pool blocks
@@ -247,7 +255,7 @@ class GraphedForward:
         entry = self.graphs.get(key)
         if entry is None:
             try:
-                entry = self._capture(padded, orders)
+                entry, eager = self._capture(padded, orders)
             except Exception as err:  # noqa: BLE001 - any capture failure means: run this bucket eagerly
                 torch.cuda.synchronize()
                 first = (str(err).splitlines() or [""])[0][:200]
@@ -257,14 +265,14 @@ class GraphedForward:
             while len(self.graphs) > self.max_graphs:
                 self.graphs.popitem(last=False)
             out = self._replay(entry, padded, orders, batch.num_hits)
-            if self.check:
-                bad = _disagreement(out, self.module(batch))
-                if bad is not None:
-                    del self.graphs[key]
-                    self.failed[key] = f"the replayed graph disagrees with the eager forward ({bad})"
-                    return self._eager(batch, self.failed[key])
-            # Hand back what the warm-up (side stream) and the eager check left in the allocator's cache: it
-            # is never reused by replays. At μ = 200 (3 buckets, H100) the benchmark's reserved: 892 → 730 MB.
+            bad = _disagreement(out, {k: v[:batch.num_hits] for k, v in eager.items()}) if self.check else None
+            del eager  # (in the pool with warmup_in_pool: dead before the next replay, as every lent block)
+            if bad is not None:
+                del self.graphs[key]
+                self.failed[key] = f"the replayed graph disagrees with the eager forward ({bad})"
+                return self._eager(batch, self.failed[key])
+            # Hand back what the warm-up (side stream) left in the default pool's cache: replays never reuse
+            # it. At μ = 200 (3 buckets, H100; the warm-up then beside the pool) reserved: 892 → 730 MB.
             torch.cuda.empty_cache()
             if self._pool is not None and self.lend_pool:
                 self._owned = self._pool_blocks()  # the graphs' static outputs (and what layers cached)
@@ -313,7 +321,8 @@ class GraphedForward:
         finally:
             del enc.sliced_orders
 
-    def _capture(self, padded: PackedBatch, orders: list[Any]) -> _Entry:
+    def _capture(self, padded: PackedBatch, orders: list[Any]) -> tuple[_Entry, dict[str, Tensor]]:
+        """A new graph of ``module(padded)`` and the eager warm-up's outputs (the check's reference)."""
         enabled, dtype = torch.is_autocast_enabled("cuda"), torch.get_autocast_dtype("cuda")
         # Autocast's weight-cast cache must stay off while capturing (its tensors would outlive the capture).
         amp = torch.autocast("cuda", dtype=dtype, enabled=enabled, cache_enabled=False)
@@ -324,9 +333,15 @@ class GraphedForward:
             self._stream = torch.cuda.Stream()
         stream = self._stream
         stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), amp, self._static_orders(orders):
+        if self._pool is None:  # a MemPool, so that borrowing() can route allocations to it
+            self._pool = torch.cuda.MemPool() if self.lend_pool else None
+        # The warm-up in the pool (on the stream its blocks belong to): it needs about what the capture
+        # needs, so the capture reuses its freed blocks; its output (the check's reference) stays allocated
+        # there, which the capture then leaves alone.
+        in_pool = torch.cuda.use_mem_pool(self._pool) if self.warmup_in_pool else contextlib.nullcontext()
+        with torch.cuda.stream(stream), amp, self._static_orders(orders), in_pool:
             for _ in range(2):  # warm-up off the capture: Triton compilation, cuBLAS handles, allocator
-                self.module(padded)
+                eager = dict(self.module(padded))
         torch.cuda.current_stream().wait_stream(stream)
         # Fresh static tensors, never seen by the warm-up: anything a layer caches per input tensor (e.g. the
         # attention's block tables per cu_seqlens) is then built inside the capture, so every replay rebuilds
@@ -336,13 +351,11 @@ class GraphedForward:
         static_orders = [replace(o, perm=o.perm.clone(), inverse=o.inverse.clone(),
                                  layout=replace(o.layout, cu_seqlens=o.layout.cu_seqlens.clone()))
                          for o in orders]
-        if self._pool is None:  # a MemPool, so that borrowing() can route allocations to it
-            self._pool = torch.cuda.MemPool() if self.lend_pool else None
         pool = self._pool.id if self._pool is not None else self._handle()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=pool, stream=stream), amp, self._static_orders(static_orders):
             outputs = self.module(static)
-        return _Entry(graph=graph, batch=static, orders=static_orders, outputs=dict(outputs))
+        return _Entry(graph=graph, batch=static, orders=static_orders, outputs=dict(outputs)), eager
 
     def _handle(self) -> Any:
         """The shared pool's handle when the pool is not lent (a plain graph pool, as before MemPool)."""

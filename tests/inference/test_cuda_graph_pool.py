@@ -51,10 +51,12 @@ def test_borrowing_is_a_no_op_off_cuda() -> None:
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("warmup_in_pool", [False, True])
 @pytest.mark.parametrize("bf16", [False, True])
-def test_borrowed_outputs_and_labels_equal_unborrowed(bf16: bool) -> None:
+def test_borrowed_outputs_and_labels_equal_unborrowed(bf16: bool, warmup_in_pool: bool) -> None:
     module = tiny_module().cuda()
-    lent, plain = GraphedForward(module), GraphedForward(module, lend_pool=False)
+    lent = GraphedForward(module, warmup_in_pool=warmup_in_pool)
+    plain = GraphedForward(module, lend_pool=False)
     clusterer = GPUClusterer(radius=0.5, window=64)
     events = list(simulate(3, seed=5, pileup=4, volumes=(7, 8, 9)))
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
@@ -124,3 +126,36 @@ def test_reconstruct_event_with_a_lending_forward() -> None:
                                torch.as_tensor(eager["track_id"].to_numpy()))
         assert agree or got["track_id"].nunique() == pytest.approx(eager["track_id"].nunique(), rel=0.01)
     assert lent.reason is None and lent.retired == 0 and len(lent.graphs) >= 1
+
+
+class Drifting(torch.nn.Module):
+    """A module whose every call adds its call count: a graph bakes in the capture's count, so its replay
+    disagrees with the eager warm-up (the check must catch that and fall back)."""
+
+    def __init__(self, inner: TrackingModule) -> None:
+        super().__init__()
+        self.inner, self.encoder, self.calls = inner, inner.encoder, 0
+
+    def forward(self, batch: object) -> dict[str, torch.Tensor]:
+        self.calls += 1
+        out = dict(self.inner(batch))
+        out["embedding"] = out["embedding"] + float(self.calls)
+        return out
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("warmup_in_pool", [False, True])
+def test_a_replay_that_disagrees_with_the_warmup_falls_back(warmup_in_pool: bool) -> None:
+    module = Drifting(tiny_module().cuda())
+    graphed = GraphedForward(module, warmup_in_pool=warmup_in_pool)
+    event = next(iter(simulate(1, seed=12, pileup=4, volumes=(7, 8, 9))))
+    batch = pack_events([event], module.inner.feature_config, targets=False).to("cuda")
+    with torch.no_grad(), graphed.borrowing():
+        got = graphed(batch)["embedding"]
+        assert graphed.reason is not None and "disagrees" in graphed.reason
+        calls = module.calls  # 2 warm-ups, the capture, the eager fallback
+        want = module.inner(batch)["embedding"] + float(calls)
+        torch.testing.assert_close(got, want)
+        assert not graphed.graphs and len(graphed.failed) == 1
+        graphed(batch)  # the failed bucket runs eagerly from now on, without another capture
+        assert module.calls == calls + 1 and graphed.retired == 0
