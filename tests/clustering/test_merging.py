@@ -21,7 +21,8 @@ CUTS = {"max_t": 1.0, "max_z": 2.0}
 
 
 def reference_parameters(x, y, z, sigma_t: float, sigma_z: float) -> tuple[np.ndarray, np.ndarray]:
-    """One track: (φ0, κ, z0, cotθ) and their 4×4 covariance, with eigh, lstsq and explicit Jacobians."""
+    """One track: (φ0, κ, z0, cotθ), their 4×4 covariance (eigh, lstsq, explicit Jacobians) and whether the
+    Jacobian's (φ0, κ) columns are independent enough (1 − corr² >= 1e-4)."""
     r2 = x * x + y * y
     p = np.stack([x / r2, y / r2], 1)
     w = r2 * r2
@@ -44,7 +45,9 @@ def reference_parameters(x, y, z, sigma_t: float, sigma_z: float) -> tuple[np.nd
     cov = np.zeros((4, 4))
     cov[:2, :2] = sigma_t**2 * np.linalg.inv(jt.T @ jt)
     cov[2:, 2:] = sigma_z**2 * np.linalg.inv(design.T @ design)
-    return np.array([np.arctan2(t[1], t[0]), kappa, z0, cot]), cov
+    normal = jt.T @ jt
+    determined = 1.0 - normal[0, 1] ** 2 / (normal[0, 0] * normal[1, 1]) >= 1e-4
+    return np.array([np.arctan2(t[1], t[0]), kappa, z0, cot]), cov, determined
 
 
 def reference_merge(x, y, z, group, active, layer, *, min_hits=3, rounds=1, max_chi2=16.0, sigma_t=0.1,
@@ -55,6 +58,7 @@ def reference_merge(x, y, z, group, active, layer, *, min_hits=3, rounds=1, max_
         members = {g: np.flatnonzero((group == g) & active) for g in np.unique(group)}
         members = {g: m for g, m in members.items() if len(m) >= min_hits}
         fits = {g: reference_parameters(x[m], y[m], z[m], sigma_t, sigma_z) for g, m in members.items()}
+        members = {g: m for g, m in members.items() if fits[g][2]}
         choices: dict[int, list[tuple[float, int]]] = {g: [] for g in members}
         for a in members:
             for b in members:
@@ -139,11 +143,12 @@ def test_merge_groups_matches_reference(seed: int, kw: dict, layers: str | None)
 def test_parameters_match_reference(seed: int) -> None:
     x, y, z, _, _, frag = fragments(seed + 10)
     uniq, group = np.unique(frag, return_inverse=True)
-    params, cov = helix_parameters(x, y, z, group, np.ones(len(x), bool), len(uniq), 0.2, 1.0)
+    params, cov, determined = helix_parameters(x, y, z, group, np.ones(len(x), bool), len(uniq), 0.2, 1.0)
     for g in range(len(uniq)):
         m = group == g
         if m.sum() >= 3:
-            ref_p, ref_c = reference_parameters(x[m], y[m], z[m], 0.2, 1.0)
+            ref_p, ref_c, ref_d = reference_parameters(x[m], y[m], z[m], 0.2, 1.0)
+            assert determined[g] == ref_d
             np.testing.assert_allclose(params[g], ref_p, rtol=1e-6, atol=1e-9)
             np.testing.assert_allclose(cov[g], ref_c, rtol=1e-5, atol=1e-14)
 
@@ -158,7 +163,8 @@ def test_known_parameters_of_an_exact_helix() -> None:
         x = -charge * radius * np.sin(phi0) + charge * radius * np.sin(phi0 + charge * s / radius)
         y = charge * radius * np.cos(phi0) - charge * radius * np.cos(phi0 + charge * s / radius)
         z = 12.0 + 0.7 * s
-        params, _ = helix_parameters(x, y, z, np.zeros(7, np.int64), np.ones(7, bool), 1, 0.1, 0.5)
+        params, _, determined = helix_parameters(x, y, z, np.zeros(7, np.int64), np.ones(7, bool), 1, 0.1, 0.5)
+        assert determined[0]
         np.testing.assert_allclose(params[0], [phi0, charge / radius, 12.0, 0.7], rtol=1e-9, atol=1e-9)
 
 

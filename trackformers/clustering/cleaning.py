@@ -18,7 +18,10 @@ hits become a new track (a track that merged several particles is split into the
 ``iterations`` rounds removes, per track, the single worst hit if max(res_t/max_transverse_mm,
 res_z/max_z_mm) > 1, and refits. Removed hits, and all hits of a track left with < ``min_hits``, become
 singletons (fresh ids above the largest input id); ``reject=True`` also dissolves a track still failing
-the cut after the last round. Tracks with < ``min_hits`` hits to begin with keep their ids.
+the cut after the last round. Tracks with < ``min_hits`` hits to begin with keep their ids. ``merge``
+rounds then join fragments of one particle (:mod:`trackformers.clustering.merging`: helix parameters equal
+within their errors, and no layer in common or one helix through both). The result does not depend on the
+row order (up to the numbering of fresh ids): the split's seed pairs rank the hits by r², z, x, y.
 """
 from __future__ import annotations
 

@@ -28,9 +28,11 @@ from trackformers.clustering.cleaning import _residuals, fit_helices, fit_tracks
 
 
 def helix_parameters(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndarray, active: np.ndarray,
-                     n_groups: int, sigma_t: float, sigma_z: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per group: parameters (G, 4) = (φ0 rad, κ 1/mm, z0 mm, cotθ) and covariances (G, 4, 4) (block diagonal:
-    (φ0, κ) and (z0, cotθ)) of the group's active hits; see the module docstring."""
+                     n_groups: int, sigma_t: float, sigma_z: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per group: parameters (G, 4) = (φ0 rad, κ 1/mm, z0 mm, cotθ), covariances (G, 4, 4) (block diagonal:
+    (φ0, κ) and (z0, cotθ)) of the group's active hits, and whether (φ0, κ) are determined at all, (G,) bool:
+    hits at one radius (one barrel layer; 1 − corr² of the Jacobian's columns < 1e-4, i.e. radii spread by
+    less than ~1%) fit every direction, so such a track never merges; see the module docstring."""
     nx, ny, rho0, z0, slope = fit_helices(x, y, z, group, active, n_groups)
     a = active.astype(np.float64)
 
@@ -46,13 +48,15 @@ def helix_parameters(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndar
     _, s = _residuals(x, y, z, nx[group], ny[group], rho0[group])
     half = np.minimum(np.abs(kappa[group]) * np.sqrt(r2) / 2.0, 0.995)
     jk = r2 / (2.0 * np.sqrt(1.0 - half * half))
-    cov = np.zeros((n_groups, 4, 4))
+    cov, determined = np.zeros((n_groups, 4, 4)), np.ones(n_groups, bool)
     for block, (j0, j1), sigma in ((0, (np.sqrt(r2), jk), sigma_t), (2, (np.ones_like(s), s), sigma_z)):
         m00, m01, m11 = seg(j0 * j0), seg(j0 * j1), seg(j1 * j1)
         det = np.maximum(m00 * m11 - m01 * m01, 1e-12 * np.maximum(m00 * m11, 1e-300))
+        if block == 0:
+            determined = det >= 1e-4 * m00 * m11
         inv = np.stack([m11, -m01, -m01, m00], 1).reshape(-1, 2, 2) / det[:, None, None]
         cov[:, block:block + 2, block:block + 2] = sigma * sigma * inv
-    return params, cov
+    return params, cov, determined
 
 
 def pair_chi2(params: np.ndarray, cov: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -83,13 +87,16 @@ def candidate_pairs(phi0: np.ndarray, sigma_phi: np.ndarray, eligible: np.ndarra
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     order = g[np.argsort(phi0[g], kind="stable")]
     ext = np.r_[phi0[order] - 2.0 * np.pi, phi0[order], phi0[order] + 2.0 * np.pi]
-    half = np.minimum(np.sqrt(2.0 * max_chi2) * sigma_phi[g], np.pi) * (1.0 + 1e-9) + 1e-12
+    half = np.minimum(np.sqrt(2.0 * max_chi2) * sigma_phi[g] * (1.0 + 1e-9) + 1e-12, np.pi)
     lo, hi = np.searchsorted(ext, phi0[g] - half, "left"), np.searchsorted(ext, phi0[g] + half, "right")
     which, pos = _ranges(lo, hi - lo)
     a, b = g[which], order[pos % len(order)]
     keep = (sigma_phi[b] < sigma_phi[a]) | ((sigma_phi[b] == sigma_phi[a]) & (b < a))
-    key = np.unique(a[keep] * len(phi0) + b[keep])  # a window of ±π may hold a track twice
-    return key // len(phi0), key % len(phi0)
+    a, b, whole = a[keep], b[keep], (half >= np.pi)[which[keep]]
+    if whole.any():  # only a window of ±π can hold a track twice (few tracks: the unique is cheap)
+        key = np.unique(a[whole] * len(phi0) + b[whole])
+        a, b = np.r_[a[~whole], key // len(phi0)], np.r_[b[~whole], key % len(phi0)]
+    return a, b
 
 
 def shared_layers(group: np.ndarray, layer: np.ndarray, active: np.ndarray, a: np.ndarray,
@@ -117,9 +124,9 @@ def joint_fit_ok(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndarray,
     wb, pb = _ranges(start[b], count[b])
     pair, hits = np.r_[wa, wb], idx[np.r_[pa, pb]]
     res_t, res_z = fit_tracks(x[hits], y[hits], z[hits], pair, np.ones(len(hits), bool), len(a))
-    worst = np.full(len(a), -np.inf)
-    np.maximum.at(worst, pair, np.maximum(res_t / max_t, res_z / max_z))
-    return worst <= 1.0
+    order = np.argsort(pair, kind="stable")
+    first = np.cumsum(count[a] + count[b]) - (count[a] + count[b])  # every pair holds hits
+    return np.maximum.reduceat(np.maximum(res_t / max_t, res_z / max_z)[order], first) <= 1.0
 
 
 def merge_groups(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndarray, active: np.ndarray,
@@ -129,9 +136,14 @@ def merge_groups(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndarray,
     active hits (a merged group takes the lower index; inactive hits move with their group)."""
     group = group.copy()
     for _ in range(rounds):
-        eligible = np.bincount(group[active], minlength=n_groups) >= min_hits
-        params, cov = helix_parameters(x, y, z, group, active, n_groups, sigma_t, sigma_z)
+        params, cov, determined = helix_parameters(x, y, z, group, active, n_groups, sigma_t, sigma_z)
+        eligible = (np.bincount(group[active], minlength=n_groups) >= min_hits) & determined
         a, b = candidate_pairs(params[:, 0], np.sqrt(cov[:, 0, 0]), eligible, max_chi2)
+        var = np.stack([cov[:, k, k] for k in range(4)], 1)  # cheap necessary cut on each parameter alone first
+        d = np.abs(params[a] - params[b])
+        d[:, 0] = np.minimum(d[:, 0], 2.0 * np.pi - d[:, 0])
+        near = (d * d <= max_chi2 * (var[a] + var[b]) * (1.0 + 1e-9)).all(1)
+        a, b = a[near], b[near]
         chi2 = pair_chi2(params, cov, a, b)
         a, b, chi2 = a[chi2 <= max_chi2], b[chi2 <= max_chi2], chi2[chi2 <= max_chi2]
         apart = shared_layers(group, layer, active, a, b) == 0 if layer is not None else np.zeros(len(a), bool)
