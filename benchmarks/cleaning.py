@@ -68,7 +68,8 @@ def label(cut: dict[str, Any] | None) -> str:
     return (f"t{cut['max_transverse_mm']:g}_z{cut['max_z_mm']:g}_it{cut['iterations']}"
             + ("_reject" if cut["reject"] else "") + (f"_split{cut['split']}" if cut["split"] else "")
             + (f"_m{cut['merge']}_c{cut['merge_chi2']:g}_s{cut['sigma_transverse_mm']:g}/{cut['sigma_z_mm']:g}"
-               if cut["merge"] else ""))
+               + ("_fit" if cut["merge_fit"] else "") if cut["merge"] else "")
+            + ("_1r" if cut["drop_one_radius"] else ""))
 
 
 def main() -> None:
@@ -85,25 +86,32 @@ def main() -> None:
     parser.add_argument("--merge-chi2", default="16", help="merge_chi2 values (with merge > 0)")
     parser.add_argument("--sigma-t", default="0.1", help="sigma_transverse_mm values (with merge > 0)")
     parser.add_argument("--sigma-z", default="0.5", help="sigma_z_mm values (with merge > 0)")
+    parser.add_argument("--merge-fit", choices=("no", "yes", "both"), default="no",
+                        help="merge_fit: the joint helix fit also for tracks without a common layer")
+    parser.add_argument("--one-radius", choices=("no", "yes", "both"), default="no",
+                        help="drop_one_radius: dissolve tracks whose hits all sit at one radius")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", default=None, help="folder for the model's submissions (reused)")
     parser.add_argument("--log", default=None, help="append the table (with date, command, versions) here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     module = TrackingModule.load_checkpoint(args.checkpoint, map_location="cpu").eval()
-    rejects = {"no": [False], "yes": [True], "both": [False, True]}[args.reject]
+    def rejects_of(choice: str) -> list[bool]:
+        return {"no": [False], "yes": [True], "both": [False, True]}[choice]
+
+    rejects = rejects_of(args.reject)
     def values(text: str, kind: type) -> list[Any]:
         return [kind(v) for v in text.split(",")]
 
-    merges = [(0, 16.0, 0.1, 0.5)] * ("0" in args.merge.split(",")) + list(itertools.product(
+    merges = [(0, 16.0, 0.1, 0.5, False)] * ("0" in args.merge.split(",")) + list(itertools.product(
         [m for m in values(args.merge, int) if m], values(args.merge_chi2, float), values(args.sigma_t, float),
-        values(args.sigma_z, float)))
+        values(args.sigma_z, float), rejects_of(args.merge_fit)))
     cuts: list[dict[str, Any] | None] = [None] + [
         {"max_transverse_mm": t, "max_z_mm": z, "iterations": it, "reject": rj, "split": sp, "merge": m[0],
-         "merge_chi2": m[1], "sigma_transverse_mm": m[2], "sigma_z_mm": m[3]}
-        for t, z, it, rj, sp, m in itertools.product(values(args.transverse, float), values(args.z, float),
-                                                     values(args.iterations, int), rejects,
-                                                     values(args.split, int), merges)]
+         "merge_chi2": m[1], "sigma_transverse_mm": m[2], "sigma_z_mm": m[3], "merge_fit": m[4], "drop_one_radius": o}
+        for t, z, it, rj, sp, m, o in itertools.product(values(args.transverse, float), values(args.z, float),
+                                                        values(args.iterations, int), rejects,
+                                                        values(args.split, int), merges, rejects_of(args.one_radius))]
     cache = Path(args.cache) if args.cache else None
     try:
         git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()

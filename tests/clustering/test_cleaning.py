@@ -6,14 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trackformers.clustering.cleaning import (
-    check_params,
-    clean_submission,
-    clean_tracks,
-    fit_tracks,
-    seed_pairs,
-)
+from trackformers.clustering import cleaning
+from trackformers.clustering.cleaning import check_params, clean_submission, fit_tracks, seed_pairs
 from trackformers.errors import InputError
+
+#: the split and removal stages alone (merging and the one-radius rule: tests/clustering/test_merging.py)
+ALONE = {"merge": 0, "drop_one_radius": False}
+
+
+def clean_tracks(*args, **kw) -> np.ndarray:
+    return cleaning.clean_tracks(*args, **{**ALONE, **kw})
 
 
 def reference_fit(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -226,8 +228,10 @@ def test_seed_pairs_cover_all_pairs_of_small_tracks() -> None:
 
 def test_check_params() -> None:
     assert check_params({"max_z_mm": 2, "reject": True}) == {"max_z_mm": 2, "reject": True}
+    assert check_params({"merge": 3, "merge_chi2": 9.5, "drop_one_radius": False, "sigma_z_mm": 1})["merge"] == 3
     for bad in ({"eps": 1}, {"max_z_mm": -1}, {"min_hits": 2}, {"iterations": 1.5}, {"reject": 1}, {"split": True},
-                {"max_transverse_mm": "x"}):
+                {"max_transverse_mm": "x"}, {"merge": -1}, {"merge_chi2": 0}, {"drop_one_radius": 1},
+                {"sigma_transverse_mm": -0.1}, {"merge": True}):
         with pytest.raises(InputError):
             check_params(bad)
 
@@ -238,7 +242,7 @@ def test_clean_submission_matches_positions_by_hit_id() -> None:
     hits = pd.DataFrame({"hit_id": np.arange(len(x)) * 7 + 1, "x": x, "y": y, "z": z})
     order = np.random.default_rng(0).permutation(len(x))
     sub = pd.DataFrame({"hit_id": hits["hit_id"].to_numpy()[order], "track_id": ids[order]})
-    got = clean_submission(hits.iloc[::-1], sub)
+    got = clean_submission(hits.iloc[::-1], sub, **ALONE)
     assert got["hit_id"].tolist() == sub["hit_id"].tolist()
     # fresh ids are numbered in row order, so compare with clean_tracks in the submission's order
     np.testing.assert_array_equal(got["track_id"].to_numpy(), clean_tracks(x[order], y[order], z[order],

@@ -51,7 +51,7 @@ def reference_parameters(x, y, z, sigma_t: float, sigma_z: float) -> tuple[np.nd
 
 
 def reference_merge(x, y, z, group, active, layer, *, min_hits=3, rounds=1, max_chi2=16.0, sigma_t=0.1,
-                    sigma_z=0.5, max_t=1.0, max_z=2.0) -> np.ndarray:
+                    sigma_z=0.5, max_t=1.0, max_z=2.0, always_fit=False) -> np.ndarray:
     """Loops over every pair of tracks (no φ0 window), then mutual best partners by (χ², partner index)."""
     group = group.copy()
     for _ in range(rounds):
@@ -69,7 +69,7 @@ def reference_merge(x, y, z, group, active, layer, *, min_hits=3, rounds=1, max_
                 chi2 = float(d @ np.linalg.solve(fits[a][1] + fits[b][1], d))
                 if chi2 > max_chi2:
                     continue
-                if layer is None or set(layer[members[a]]) & set(layer[members[b]]):
+                if layer is None or always_fit or set(layer[members[a]]) & set(layer[members[b]]):
                     both = np.r_[members[a], members[b]]
                     res_t, res_z = reference_fit(x[both], y[both], z[both])
                     if max((res_t / max_t).max(), (res_z / max_z).max()) > 1.0:
@@ -126,7 +126,8 @@ def fragments(seed: int, n_particles: int = 13, twins: bool = False, coarse: boo
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("kw", [{}, {"rounds": 2, "max_chi2": 36.0, "sigma_t": 0.3, "sigma_z": 2.0},
                                 {"max_chi2": 1e4, "sigma_t": 1.0, "sigma_z": 5.0}, {"min_hits": 4, "rounds": 3},
-                                {"max_chi2": 1e4, "sigma_t": 1.0, "sigma_z": 5.0, "max_t": 0.08, "max_z": 0.3}])
+                                {"max_chi2": 1e4, "sigma_t": 1.0, "sigma_z": 5.0, "max_t": 0.08, "max_z": 0.3},
+                                {"max_chi2": 1e4, "sigma_t": 1.0, "sigma_z": 5.0, "max_t": 0.1, "always_fit": True}])
 @pytest.mark.parametrize("layers", ["fine", "coarse", None])
 def test_merge_groups_matches_reference(seed: int, kw: dict, layers: str | None) -> None:
     x, y, z, layer, _, frag = fragments(seed, twins=True, coarse=layers == "coarse")
@@ -209,22 +210,43 @@ def test_split_fragments_merge_back_and_neighbours_stay_apart(seed: int) -> None
     assert len(np.unique(without[real])) > 13 or len(np.unique(frag[real])) == 13  # merging did something
 
 
-def test_two_close_helices_do_not_merge() -> None:
-    """Same φ0, z0, cotθ; curvatures 1/600 and 1/500 mm⁻¹ (apart by 5 mm at r = 180 mm); their inner and outer
-    halves as four tracks merge back into the two helices, not across, and the inner half of one with the
-    outer half of the other (no layer in common) stay two tracks."""
+def two_helices(radius_b: float):
+    """Two exact helices with φ0 = 0, z0 = 0, cotθ = 0.5, radii 600 and ``radius_b`` mm, 8 hits each on layers
+    0..7, as four tracks: their inner and outer halves (ids 0, 1 and 2, 3)."""
     s = np.linspace(30.0, 180.0, 8)
     xs, ys, zs = [], [], []
-    for radius in (600.0, 500.0):
+    for radius in (600.0, radius_b):
         xs.append(radius * np.sin(s / radius)), ys.append(radius - radius * np.cos(s / radius)), zs.append(0.5 * s)
-    x, y, z = np.concatenate(xs), np.concatenate(ys), np.concatenate(zs)
-    frag, layer = np.repeat([0, 1, 2, 3], 4), np.tile(np.arange(8), 2)
-    np.testing.assert_array_equal(clean_tracks(x, y, z, frag, merge=3, layer=layer), np.repeat([0, 2], 8))
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(zs), np.repeat([0, 1, 2, 3], 4), np.tile(s, 2)
+
+
+@pytest.mark.parametrize(("radius_b", "kw"), [(500.0, {"sigma_transverse_mm": 0.1, "merge_chi2": 16.0}),
+                                              (300.0, {"merge_fit": True}), (250.0, {})])
+def test_two_close_helices_do_not_merge(radius_b: float, kw: dict) -> None:
+    """The halves merge back into the two helices, not across; the inner half of one and the outer half of the
+    other alone (no layer in common) stay two tracks: 5 mm apart at r = 180 mm (radius 500) by the χ² of
+    precise hits; 27 mm apart (radius 300) by the joint fit (``merge_fit``); with the defaults' loose errors
+    (χ² 34 < 36 at radius 300: those would merge) 38 mm apart (radius 250) by the χ²."""
+    x, y, z, frag, layer = two_helices(radius_b)
+    np.testing.assert_array_equal(clean_tracks(x, y, z, frag, layer=layer, **kw), np.repeat([0, 2], 8))
     cross = np.r_[0:4, 12:16]
-    got = clean_tracks(x[cross], y[cross], z[cross], frag[cross], merge=3, layer=layer[cross])
+    got = clean_tracks(x[cross], y[cross], z[cross], frag[cross], layer=layer[cross], **kw)
     np.testing.assert_array_equal(got, frag[cross])
-    both = np.repeat([0, 1], 8)  # the two whole helices, on the same layers: χ² and the joint fit say no
-    np.testing.assert_array_equal(clean_tracks(x, y, z, both, merge=3, layer=layer, merge_chi2=1e6), both)
+    both = np.repeat([0, 1], 8)  # the two whole helices, on the same layers: the joint fit says no
+    np.testing.assert_array_equal(clean_tracks(x, y, z, both, layer=layer, **{**kw, "merge_chi2": 1e6}), both)
+
+
+def test_one_radius_tracks_are_dissolved() -> None:
+    """4 hits 1 mm apart on the barrel layer at r = 116 mm fit a circle through the origin, but no particle
+    leaves them: dissolved into singletons by default, kept with drop_one_radius=False; real helices stay."""
+    phi = 0.3 + np.arange(4) / 116.0
+    x, y, z, frag, layer = two_helices(300.0)
+    x, y = np.r_[x, 116 * np.cos(phi)], np.r_[y, 116 * np.sin(phi)]
+    z, frag, layer = np.r_[z, 40.0, 40.5, 41.0, 41.5], np.r_[frag, 9, 9, 9, 9], np.r_[layer, 4, 4, 4, 4]
+    got = clean_tracks(x, y, z, frag, layer=layer)
+    np.testing.assert_array_equal(got[:16], np.repeat([0, 2], 8))
+    assert len(np.unique(got[16:])) == 4 and got[16:].min() > 9
+    np.testing.assert_array_equal(clean_tracks(x, y, z, frag, layer=layer, drop_one_radius=False)[16:], 9)
 
 
 def test_edges_empty_singletons_and_all_junk() -> None:

@@ -21,7 +21,8 @@ singletons (fresh ids above the largest input id); ``reject=True`` also dissolve
 the cut after the last round. Tracks with < ``min_hits`` hits to begin with keep their ids. ``merge``
 rounds then join fragments of one particle (:mod:`trackformers.clustering.merging`: helix parameters equal
 within their errors, and no layer in common or one helix through both). The result does not depend on the
-row order (up to the numbering of fresh ids): the split's seed pairs rank the hits by r², z, x, y.
+row order (up to the numbering of fresh ids): the split's seed pairs rank the hits by r², z, x, y. Last,
+``drop_one_radius`` dissolves tracks whose hits all sit at one radius.
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ import pandas as pd
 
 #: Keyword arguments of :func:`clean_tracks` that :func:`check_params` accepts (the ``--clean-param`` keys).
 PARAMS: tuple[str, ...] = ("max_transverse_mm", "max_z_mm", "min_hits", "iterations", "reject", "split", "merge",
-                           "merge_chi2", "sigma_transverse_mm", "sigma_z_mm")
+                           "merge_chi2", "sigma_transverse_mm", "sigma_z_mm", "merge_fit",
+                           "drop_one_radius")
 
 
 def check_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -43,8 +45,9 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
         low = 3 if key == "min_hits" else 0
         if key not in PARAMS:
             raise InputError(f"cleaning parameter {key}={value!r}: unknown; expected one of {', '.join(PARAMS)}.")
-        if isinstance(value, bool) != (key == "reject"):
-            raise InputError(f"cleaning parameter {key}={value!r}: expected " + ("true or false." if key == "reject"
+        flag = key in ("reject", "drop_one_radius", "merge_fit")
+        if isinstance(value, bool) != flag:
+            raise InputError(f"cleaning parameter {key}={value!r}: expected " + ("true or false." if flag
                              else "a number."))
         if (key.endswith("_mm") or key == "merge_chi2") and not (isinstance(value, int | float) and value > 0):
             raise InputError(f"cleaning parameter {key}={value!r}: expected a positive number of mm.")
@@ -157,11 +160,12 @@ def seed_inliers(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndarray,
 
 def clean_tracks(x: np.ndarray, y: np.ndarray, z: np.ndarray, track_id: np.ndarray, *,
                  max_transverse_mm: float = 1.0, max_z_mm: float = 2.0, min_hits: int = 3,
-                 iterations: int = 2, reject: bool = False, split: int = 3, merge: int = 0,
-                 merge_chi2: float = 16.0, sigma_transverse_mm: float = 0.1, sigma_z_mm: float = 0.5,
-                 layer: np.ndarray | None = None) -> np.ndarray:
+                 iterations: int = 2, reject: bool = False, split: int = 3, merge: int = 2,
+                 merge_chi2: float = 36.0, sigma_transverse_mm: float = 1.0, sigma_z_mm: float = 5.0,
+                 merge_fit: bool = False, drop_one_radius: bool = True, layer: np.ndarray | None = None) -> np.ndarray:
     """New track ids (int64, shape (N,)) after helix-consistency cleaning; see the module docstring. The
-    defaults are the best TrackML score at μ = 20 of a validation grid (benchmarks/results/cleaning_cpu.log).
+    defaults are the best TrackML score at μ = 20 of validation grids (benchmarks/results/cleaning_cpu.log,
+    benchmarks/results/cleaning_merge_cpu.log).
 
     Args:
         x, y, z: hit positions in mm, shape (N,).
@@ -178,6 +182,11 @@ def clean_tracks(x: np.ndarray, y: np.ndarray, z: np.ndarray, track_id: np.ndarr
             within the cuts) merge; the merged track keeps the id of the lower original id.
         merge_chi2: χ² cut (4 parameters) of the helix comparison.
         sigma_transverse_mm, sigma_z_mm: per-hit errors (mm) behind the helix parameters' errors.
+        merge_fit: merge only tracks whose hits fit one helix within the cuts (else tracks without a common
+            layer merge on the χ² alone).
+        drop_one_radius: dissolve tracks whose hits all sit at one radius (one barrel layer, or radii within
+            ~1%: :func:`~trackformers.clustering.merging.helix_parameters` finds no direction); no particle
+            leaves such a track, they are fakes (or duplicates) that any circle through the origin fits.
         layer: integer layer key per hit, shape (N,) (None: the joint helix fit decides alone).
     """
     ids, (x, y, z) = np.asarray(track_id).astype(np.int64), (np.asarray(c, dtype=np.float64) for c in (x, y, z))
@@ -216,7 +225,12 @@ def clean_tracks(x: np.ndarray, y: np.ndarray, z: np.ndarray, track_id: np.ndarr
 
         group = merge_groups(x, y, z, group, kept, n_groups, layer=None if layer is None else np.asarray(layer),
                              max_t=max_transverse_mm, max_z=max_z_mm, min_hits=min_hits, rounds=merge,
-                             max_chi2=merge_chi2, sigma_t=sigma_transverse_mm, sigma_z=sigma_z_mm)
+                             max_chi2=merge_chi2, sigma_t=sigma_transverse_mm, sigma_z=sigma_z_mm,
+                             always_fit=merge_fit)
+    if drop_one_radius and kept.any():
+        from trackformers.clustering.merging import helix_parameters
+
+        kept &= helix_parameters(x, y, z, group, kept, n_groups, 1.0, 1.0)[2][group]
     single = touched & ~kept
     out, orig = ids.copy(), kept & (group < n_orig)
     out[orig] = uniq[group[orig]]  # a merged track: the id of its lower group

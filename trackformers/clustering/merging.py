@@ -12,9 +12,11 @@ independent hits with transverse error ``sigma_t`` and z error ``sigma_z`` (mm):
 Two tracks are compatible when χ² = Δ_tᵀ(C_t,a + C_t,b)⁻¹Δ_t + Δ_zᵀ(C_z,a + C_z,b)⁻¹Δ_z <= ``max_chi2`` (Δφ0
 wrapped into [−π, π)) and either their hits share no layer (``layer``) or the hits of both together fit one
 helix within the cleaning cuts (max(res_t/max_t, res_z/max_z) <= 1, :func:`cleaning.fit_tracks`). Without
-``layer`` the joint fit decides alone. Each track then merges with its compatible partner of smallest χ² if
-that one's choice is the same track (mutual best: no chains of merges, no dependence on the order of tracks);
-the merged track is the one of lower group index. ``rounds`` repeats this (a particle in 2^k fragments needs k).
+``layer``, or with ``always_fit``, the joint fit must pass in any case. Each track then merges with its
+compatible partner of smallest χ² if that one's choice is the same track (mutual best: no chains of merges,
+no dependence on the order of tracks); the merged track is the one of lower group index. ``rounds`` repeats
+this (a particle in 2^k fragments needs k). Tracks whose hits sit at one radius have no direction and never
+merge.
 
 Candidate pairs come from a window in φ0, no loop over pairs: χ² >= Δφ0²/(σ²φ,a + σ²φ,b), so every
 compatible pair lies within sqrt(2·max_chi2)·max(σφ,a, σφ,b) of each other; the track of larger σφ (then of
@@ -131,9 +133,10 @@ def joint_fit_ok(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndarray,
 
 def merge_groups(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndarray, active: np.ndarray,
                  n_groups: int, *, layer: np.ndarray | None, max_t: float, max_z: float, min_hits: int,
-                 rounds: int, max_chi2: float, sigma_t: float, sigma_z: float) -> np.ndarray:
+                 rounds: int, max_chi2: float, sigma_t: float, sigma_z: float, always_fit: bool = False) -> np.ndarray:
     """``group`` (shape (N,)) after ``rounds`` rounds of mutual-best merging of the tracks of >= ``min_hits``
-    active hits (a merged group takes the lower index; inactive hits move with their group)."""
+    active hits (a merged group takes the lower index; inactive hits move with their group). ``always_fit``:
+    the joint helix fit must pass for tracks without a common layer too."""
     group = group.copy()
     for _ in range(rounds):
         params, cov, determined = helix_parameters(x, y, z, group, active, n_groups, sigma_t, sigma_z)
@@ -147,7 +150,7 @@ def merge_groups(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndarray,
         chi2 = pair_chi2(params, cov, a, b)
         a, b, chi2 = a[chi2 <= max_chi2], b[chi2 <= max_chi2], chi2[chi2 <= max_chi2]
         apart = shared_layers(group, layer, active, a, b) == 0 if layer is not None else np.zeros(len(a), bool)
-        test = ~apart
+        test = ~apart | always_fit
         fits = np.ones(len(a), bool)
         fits[test] = joint_fit_ok(x, y, z, group, active, a[test], b[test], max_t, max_z)
         a, b, chi2 = a[fits], b[fits], chi2[fits]
