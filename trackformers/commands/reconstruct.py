@@ -99,11 +99,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clean", action="store_true",
                         help="clean the tracks after clustering with helix fits from the origin: split tracks "
                              "that hold several helices, remove hits far off the fitted helix (singletons), "
-                             "dissolve tracks left with < 3 hits")
+                             "dissolve tracks left with < 3 hits, merge fragments of one helix, dissolve tracks "
+                             "whose hits sit at one radius")
     parser.add_argument("--clean-param", action="append", metavar="KEY=VALUE",
                         help="--clean setting, repeatable: max_transverse_mm (1), max_z_mm (2) (residual cuts, "
                              "mm), split (3 rounds), iterations (2), min_hits (3), reject (false; true: dissolve a "
-                             "track still failing the cut)")
+                             "track still failing the cut), merge (2 rounds; 0: off), merge_chi2 (36), "
+                             "sigma_transverse_mm (1), sigma_z_mm (5), merge_fit (false), drop_one_radius (true)")
 
 
 def run(args: argparse.Namespace) -> int:
