@@ -6,9 +6,10 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from trackformers.clustering.cleaning import clean_tracks
+from trackformers.clustering.cleaning import clean_submission, clean_tracks
 from trackformers.clustering.merging import candidate_pairs, helix_parameters, merge_groups, shared_layers
 
 # the per-track reference fit and the exact-helix generator of the cleaning tests (importlib mode: no plain import)
@@ -276,3 +277,22 @@ def test_shuffled_rows_give_the_same_tracks(seed: int) -> None:
     other[perm] = clean_tracks(x[perm], y[perm], z[perm], frag[perm], layer=layer[perm], **kw)
     pairs = np.unique(np.stack([got, other]), axis=1)  # the same partition: a bijection between labels
     assert len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+
+
+def test_clean_submission_takes_layers_from_the_hits_table() -> None:
+    """volume_id, layer_id of the hits table (any row order) become the layer key of the merging: the inner half
+    of one helix and the outer half of another (no layer in common) merge on χ² alone with the layers, while
+    without them the joint fit keeps them apart."""
+    x, y, z, frag, _ = two_helices(300.0)
+    keep = np.r_[0:4, 12:16]
+    x, y, z, frag, rank = x[keep], y[keep], z[keep], frag[keep], np.arange(8)
+    hits = pd.DataFrame({"hit_id": np.arange(8) * 3 + 2, "x": x, "y": y, "z": z, "volume_id": 7 + rank // 4,
+                         "layer_id": rank % 4 * 2})
+    order = np.random.default_rng(1).permutation(8)
+    sub = pd.DataFrame({"hit_id": hits["hit_id"].to_numpy()[order], "track_id": frag[order]})
+    got = clean_submission(hits.sample(frac=1.0, random_state=2), sub, merge_chi2=1e6)["track_id"].to_numpy()
+    np.testing.assert_array_equal(got, 0)
+    key = (7 + rank // 4) * 10_000 + rank % 4 * 2
+    np.testing.assert_array_equal(got, clean_tracks(x[order], y[order], z[order], frag[order], layer=key[order],
+                                                    merge_chi2=1e6))
+    np.testing.assert_array_equal(clean_tracks(x, y, z, frag, merge_chi2=1e6), frag)
