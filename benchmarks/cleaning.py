@@ -10,6 +10,9 @@ Submissions can be cached (``--cache DIR``) so a second grid needs no new recons
 
     OMP_NUM_THREADS=1 python benchmarks/cleaning.py --seed 1000010 --pileups 0:5,20:3,200:1 \
         --transverse 0.5,1,2,5 --z 2,5,10 --reject both --log benchmarks/results/cleaning_cpu.log
+
+Fragment merging and the one-radius rule (``--merge 0,2 --merge-chi2 36 --sigma-t 1 --sigma-z 5 --one-radius
+both``: benchmarks/results/cleaning_merge_cpu.log). Run from the repository root with ``PYTHONPATH=.``.
 """
 
 from __future__ import annotations
