@@ -136,6 +136,15 @@ def simulation_json(text: str) -> dict[str, Any]:
     return spec
 
 
+def rotary_pairs(text: str) -> tuple[int, int]:
+    """'6,6' → (6, 6): rotary φ and η pairs per attention head."""
+    try:
+        phi, eta = (int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--rotary expects two integers PHI,ETA (e.g. 6,6); got {text!r}") from None
+    return phi, eta
+
+
 def task_arg(text: str) -> tuple[str, Any]:
     """``--task-arg`` value ``KEY=JSON`` → (key, value), e.g. ``dim=0`` or ``clusterer={"name": "hdbscan"}``."""
     key, sep, value = text.partition("=")
@@ -204,6 +213,8 @@ def build(args: argparse.Namespace) -> TrackingModule:
                 "backend": args.backend,
                 "window": args.window,
                 "eta_slices": args.eta_slices or 0,
+                "rotary_phi": args.rotary[0],
+                "rotary_eta": args.rotary[1],
             },
         },
         task={"class_path": f"trackformers.models.tasks.{name}", "init_args": dict(init)},
@@ -347,6 +358,8 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--window", type=int, default=64)
+    p.add_argument("--rotary", type=rotary_pairs, default=(0, 0), metavar="PHI,ETA",
+                   help="new models: rotary (φ, η) dimension pairs per head, e.g. 6,6 (default 0,0: off)")
     p.add_argument("--eta-slices", type=int, default=None,
                    help="attention within η-slices (0 = whole events; default 0, or the checkpoint's on resume)")
     p.add_argument("--val-clusterer", default=None, type=clusterer_json,

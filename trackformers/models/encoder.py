@@ -17,6 +17,7 @@ from torch import nn
 from trackformers.attention import AttentionLayout, attend
 from trackformers.batch import PackedBatch
 from trackformers.features import NUM_LAYERS, NUM_VOLUMES
+from trackformers.models.rotary import GeometricRotary
 from trackformers.models.slicing import SlicedOrder, sliced_order
 
 
@@ -81,9 +82,13 @@ class Block(nn.Module):
         self.mlp = MLP(dim, int(dim * mlp_ratio), activation, dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, layout: AttentionLayout, backend: str) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layout: AttentionLayout, backend: str,
+                rotary: tuple[GeometricRotary, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         n, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(n, 3, self.heads, d // self.heads).unbind(1)
+        if rotary is not None:  # (module, cos, sin) of the hits in x's order
+            rot, cos, sin = rotary
+            q, k = rot(q, cos, sin), rot(k, cos, sin)
         # views of the fused projection: the local kernel reads them through their strides (no copies);
         # attend() makes contiguous copies for the backends that need them
         a = attend(q, k, v, layout, backend=backend)
@@ -105,12 +110,17 @@ class Encoder(nn.Module):
         eta_slices: S > 0 attends within (event, η-slice) segments of width 2·eta_range / S, φ-sorted,
             with the slice edges shifted by half a slice in odd blocks; 0 = whole events, φ-sorted.
         eta_range: |η| covered by the slices (hits beyond it join the outermost slice).
+        rotary_phi, rotary_eta: dimension pairs per head rotated by hit φ and η
+            (:mod:`trackformers.models.rotary`), so attention scores see Δφ, Δη; 0, 0 = off.
+        rotary_phi_frequency, rotary_eta_frequency: the largest rotary frequencies (1/rad, 1/unit η).
     """
 
     def __init__(self, in_features: int = 7, d_model: int = 64, n_heads: int = 4, n_layers: int = 2,
                  mlp_ratio: float = 2.0, activation: str = "gelu", norm: str = "layernorm",
                  dropout: float = 0.0, backend: str = "auto", window: int | None = None,
-                 embed_dim: int = 8, eta_slices: int = 0, eta_range: float = 4.0) -> None:
+                 embed_dim: int = 8, eta_slices: int = 0, eta_range: float = 4.0, rotary_phi: int = 0,
+                 rotary_eta: int = 0, rotary_phi_frequency: float = 64.0,
+                 rotary_eta_frequency: float = 32.0) -> None:
         super().__init__()
         self.d_model = d_model
         self.backend = backend
@@ -127,6 +137,18 @@ class Encoder(nn.Module):
         self.blocks = nn.ModuleList(Block(d_model, n_heads, mlp_ratio, activation, norm, dropout)
                                     for _ in range(n_layers))
         self.norm = make_norm(norm, d_model)
+        self.rotary = (GeometricRotary(rotary_phi, rotary_eta, phi_max_frequency=rotary_phi_frequency,
+                                       eta_max_frequency=rotary_eta_frequency)
+                       if rotary_phi or rotary_eta else None)
+        if self.rotary is not None and 2 * self.rotary.pairs > d_model // n_heads:
+            raise ValueError(f"rotary_phi + rotary_eta = {self.rotary.pairs} pairs need a head dim of at least "
+                             f"{2 * self.rotary.pairs}; got {d_model // n_heads}")
+
+    def _rotary(self, batch: PackedBatch, perm: torch.Tensor) -> tuple | None:
+        """(module, cos, sin) for the hits in the order ``perm`` (positions → original hits), or None."""
+        if self.rotary is None:
+            return None
+        return (self.rotary, *self.rotary.angles(batch.phi[perm], batch.eta[perm]))
 
     def layout(self, batch: PackedBatch) -> AttentionLayout:
         return AttentionLayout(cu_seqlens=batch.cu_seqlens, max_seqlen=int(batch.max_seqlen),
@@ -148,19 +170,21 @@ class Encoder(nn.Module):
             return self._forward_sliced(self.input(x), batch)
         h = self.input(x[batch.sort_index])  # φ-sorted from here on
         layout = self.layout(batch)
+        rotary = self._rotary(batch, batch.sort_index)
         for block in self.blocks:
-            h = block(h, layout, self.backend)
+            h = block(h, layout, self.backend, rotary)
         return self.norm(h)[batch.unsort_index]
 
     def _forward_sliced(self, h: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
         """Blocks alternate between the two sliced orders; one gather per switch, (N, d) in → (N, d) out."""
         orders = self.sliced_orders(batch)
+        rotaries = [self._rotary(batch, order.perm) for order in orders]
         current: SlicedOrder | None = None
         for i, block in enumerate(self.blocks):
             order = orders[i % len(orders)]
             # In `current` order, position p holds original hit current.perm[p]; so the hit that `order`
             # puts at position q (original order.perm[q]) sits at current.inverse[order.perm[q]].
             h = h[order.perm] if current is None else h[current.inverse[order.perm]]
-            h = block(h, order.layout, self.backend)
+            h = block(h, order.layout, self.backend, rotaries[i % len(orders)])
             current = order
         return self.norm(h if current is None else h[current.inverse])
