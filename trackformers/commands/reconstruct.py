@@ -83,8 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--volumes", default=None, help="keep only these volume ids, e.g. 7,8,9")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--cuda-graphs", action="store_true",
-                        help="replay the model from CUDA graphs (faster on a GPU, more reserved memory; runs "
-                             "eagerly, saying why, where it cannot)")
+                        help="replay the model from CUDA graphs (faster on a GPU; the clusterer reuses the graphs' "
+                             "memory pool; runs eagerly, saying why, where it cannot)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the encoder's norms and MLPs (one compilation, ~10 s, serves every "
                              "event length); with --cuda-graphs --precision bf16 the fastest mode on a GPU")
