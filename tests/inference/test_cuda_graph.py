@@ -123,13 +123,15 @@ def test_cuda_replay_equals_eager(encoder: str, bf16: bool) -> None:
     assert 1 <= len(graphed.graphs) <= 3
 
 
-def test_compiled_pointwise_parts_match_eager(event: object) -> None:
+@pytest.mark.parametrize("rotary", [0, 3])
+def test_compiled_pointwise_parts_match_eager(event: object, rotary: int) -> None:
     from trackformers.fused import compile_pointwise, pointwise_parts
 
-    module = tiny_module(n_layers=1, activation="swiglu", norm="rmsnorm")
+    module = tiny_module(n_layers=1, activation="swiglu", norm="rmsnorm", rotary_phi=rotary, rotary_eta=rotary)
     batch = pack_events([event], module.feature_config)
     keys = set(module.state_dict())
-    assert len(pointwise_parts(module)) == 4  # norm1, norm2, mlp of the block; the final norm
+    # norm1, norm2, mlp of the block; the final norm; the rotary encoding when there is one
+    assert len(pointwise_parts(module)) == 4 + bool(rotary)
     with torch.no_grad():
         want = module(batch)["embedding"]
         undo = compile_pointwise(module)
@@ -143,10 +145,11 @@ def test_compiled_pointwise_parts_match_eager(event: object) -> None:
 
 
 @pytest.mark.gpu
-def test_cuda_replay_of_compiled_parts_equals_eager() -> None:
+@pytest.mark.parametrize("rotary", [0, 3])
+def test_cuda_replay_of_compiled_parts_equals_eager(rotary: int) -> None:
     from trackformers.fused import compile_pointwise
 
-    module = tiny_module(activation="swiglu", norm="rmsnorm").cuda()
+    module = tiny_module(activation="swiglu", norm="rmsnorm", rotary_phi=rotary, rotary_eta=rotary).cuda()
     events = list(simulate(2, seed=6, pileup=4, volumes=(7, 8, 9)))
     batches = [pack_events([e], module.feature_config).to("cuda") for e in events]
     amp = torch.autocast("cuda", dtype=torch.bfloat16)
