@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -95,6 +96,43 @@ def test_encoder_with_rotary_and_eta_slices_matches_backends() -> None:
     ref = enc(batch)
     enc.backend = "dense"
     torch.testing.assert_close(enc(batch), ref, atol=1e-5, rtol=1e-5)
+
+
+class _Recorder(torch.nn.Module):
+    """A block that passes its rows through and records which hit each row holds and the angles it was given."""
+
+    def __init__(self, log: list) -> None:
+        super().__init__()
+        self.log = log
+
+    def forward(self, x: torch.Tensor, layout: object, backend: str, rotary: tuple) -> torch.Tensor:
+        self.log.append((x[:, 0].round().long(), rotary[1], rotary[2]))
+        return x
+
+
+@pytest.mark.parametrize("eta_slices", [0, 3])
+def test_every_row_is_rotated_by_its_own_hits_angles(eta_slices: int) -> None:
+    # Rows carry their original hit index (feature 0) through the encoder's permutations; each block must get
+    # the cos / sin of exactly that hit's φ and η (a wrong order would pass the backend comparisons above).
+    batch = pack_events([toy_event(7, 5, seed=s, event_id=s) for s in (3, 4)])
+    enc = Encoder(d_model=16, n_heads=1, n_layers=3, embed_dim=0, eta_slices=eta_slices, window=3,
+                  rotary_phi=2, rotary_eta=2)
+    n, log = batch.num_hits, []
+    features = batch.features.clone()
+    features[:, 0] = torch.arange(n, dtype=features.dtype)
+    enc.input = torch.nn.ZeroPad1d((0, 16 - features.shape[1]))
+    enc.blocks = torch.nn.ModuleList(_Recorder(log) for _ in range(3))
+    enc.norm = torch.nn.Identity()
+    out = enc(dataclasses.replace(batch, features=features))
+    assert torch.equal(out[:, 0], torch.arange(n, dtype=out.dtype))  # back in the original order
+    assert len(log) == 3
+    freqs = enc.rotary.freqs.double()
+    for hit, cos, sin in log:
+        assert sorted(hit.tolist()) == list(range(n))
+        theta = torch.cat([batch.phi.double()[hit, None].expand(-1, 2), batch.eta.double()[hit, None].expand(-1, 2)],
+                          1) * freqs
+        torch.testing.assert_close(cos[:, 0].double(), theta.cos(), atol=1e-5, rtol=0)
+        torch.testing.assert_close(sin[:, 0].double(), theta.sin(), atol=1e-5, rtol=0)
 
 
 def test_too_many_pairs_is_refused() -> None:
