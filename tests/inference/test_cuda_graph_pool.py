@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_cuda_graph import tiny_module
 
 from trackformers.clustering.gpu import GPUClusterer
 from trackformers.cuda_graph import GraphedForward
@@ -12,14 +13,6 @@ from trackformers.features import pack_events
 from trackformers.inference import StageTimer, reconstruct_event
 from trackformers.simulation import simulate
 from trackformers.training.module import TrackingModule
-
-
-def tiny_module() -> TrackingModule:
-    torch.manual_seed(0)
-    args = {"d_model": 32, "n_heads": 2, "n_layers": 2, "backend": "local", "window": 8}
-    return TrackingModule(encoder={"class_path": "trackformers.models.encoder.Encoder", "init_args": args},
-                          task={"class_path": "trackformers.models.tasks.EmbeddingTask",
-                                "init_args": {"dim": 8}}).eval()
 
 
 @pytest.fixture(autouse=True)
