@@ -234,6 +234,8 @@ def test_check_params() -> None:
                 {"sigma_transverse_mm": -0.1}, {"merge": True}):
         with pytest.raises(InputError):
             check_params(bad)
+    with pytest.raises(InputError, match=r"merge_chi2=0: expected a positive number\.$"):  # a χ², no unit
+        check_params({"merge_chi2": 0})
 
 
 def test_clean_submission_matches_positions_by_hit_id() -> None:

@@ -50,7 +50,8 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
             raise InputError(f"cleaning parameter {key}={value!r}: expected " + ("true or false." if flag
                              else "a number."))
         if (key.endswith("_mm") or key == "merge_chi2") and not (isinstance(value, int | float) and value > 0):
-            raise InputError(f"cleaning parameter {key}={value!r}: expected a positive number of mm.")
+            unit = " of mm" if key.endswith("_mm") else ""  # merge_chi2 is a χ², not a length
+            raise InputError(f"cleaning parameter {key}={value!r}: expected a positive number{unit}.")
         if key in ("min_hits", "iterations", "split", "merge") and not (isinstance(value, int) and value >= low):
             raise InputError(f"cleaning parameter {key}={value!r}: expected an integer >= {low}.")
     return dict(params)
