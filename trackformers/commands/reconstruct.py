@@ -86,8 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replay the model from CUDA graphs (faster on a GPU; the clusterer reuses the graphs' "
                              "memory pool; runs eagerly, saying why, where it cannot)")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the encoder's norms and MLPs (one compilation, ~10 s, serves every "
-                             "event length); with --cuda-graphs --precision bf16 the fastest mode on a GPU")
+                        help="torch.compile the encoder's norms, MLPs and rotary rotation (one compilation, ~10 s, "
+                             "serves every event length); with --cuda-graphs --precision bf16 the fastest GPU mode")
     parser.add_argument("--devices", type=int, default=1,
                         help="N > 1 (or --num-nodes > 1): Lightning predict with DDP, N processes a node")
     parser.add_argument("--num-nodes", type=int, default=1, help="nodes for distributed prediction")
