@@ -63,7 +63,7 @@ def main() -> None:
                        "score": round(s["trackml_score"], 3)}
                 best = row if best is None or row["score"] > best["score"] else best
         module.train()
-        print(json.dumps({"rotary": [rp, re_], "step": step, "loss": round(float(loss), 3), **best,
+        print(json.dumps({"rotary": [rp, re_], "step": step, "loss": round(loss.item(), 3), **best,
                           "s": round(time.time() - t0)}), flush=True)
 
 
