@@ -34,6 +34,7 @@ import contextlib
 import logging
 import math
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -163,7 +164,7 @@ class GraphedForward:
 
     # ------------------------------------------------------------------ lending the pool
     @contextlib.contextmanager
-    def borrowing(self):
+    def borrowing(self) -> Iterator[None]:
         """Run the block on the graphs' side stream; allocations after each replay come from the graph pool.
 
         Everything allocated after a replay inside the block (the returned outputs included) must be dead
