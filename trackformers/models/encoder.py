@@ -144,7 +144,8 @@ class Encoder(nn.Module):
             raise ValueError(f"rotary_phi + rotary_eta = {self.rotary.pairs} pairs need a head dim of at least "
                              f"{2 * self.rotary.pairs}; got {d_model // n_heads}")
 
-    def _rotary(self, batch: PackedBatch, perm: torch.Tensor) -> tuple | None:
+    def _rotary(self, batch: PackedBatch,
+                perm: torch.Tensor) -> tuple[GeometricRotary, torch.Tensor, torch.Tensor] | None:
         """(module, cos, sin) for the hits in the order ``perm`` (positions → original hits), or None."""
         if self.rotary is None:
             return None
