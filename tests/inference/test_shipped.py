@@ -22,7 +22,6 @@ def test_shipped_tracker_is_the_rotary_embedding_model() -> None:
     assert module.task.clusterer_spec["name"] == "hdbscan"
 
 
-@pytest.mark.skipif(not FILTER.exists(), reason="no shipped filter")
 def test_shipped_filter_keeps_hard_particle_hits(monkeypatch: pytest.MonkeyPatch) -> None:
     # CPU: the local backend's banded plain-torch path (the Triton interpreter would take minutes at 17k hits)
     monkeypatch.setenv("TRITON_INTERPRET", "0")
