@@ -135,6 +135,8 @@ def test_every_row_is_rotated_by_its_own_hits_angles(eta_slices: int) -> None:
         torch.testing.assert_close(sin[:, 0].double(), theta.sin(), atol=1e-5, rtol=0)
 
 
-def test_too_many_pairs_is_refused() -> None:
+def test_too_many_pairs_and_bad_frequencies_are_refused() -> None:
     with pytest.raises(ValueError, match="head dim"):
         Encoder(d_model=16, n_heads=4, rotary_phi=2, rotary_eta=1)
+    with pytest.raises(ValueError, match="max frequencies"):
+        Encoder(d_model=16, n_heads=2, rotary_phi=2, rotary_phi_frequency=0.5)

@@ -44,6 +44,8 @@ class GeometricRotary(torch.nn.Module):
         super().__init__()
         if phi_pairs < 0 or eta_pairs < 0:
             raise ValueError(f"rotary pairs must be >= 0; got {phi_pairs}, {eta_pairs}")
+        if phi_max_frequency < 1 or eta_max_frequency < 1:  # the ladders start at 1
+            raise ValueError(f"rotary max frequencies must be >= 1; got {phi_max_frequency}, {eta_max_frequency}")
         freqs = (frequencies(phi_pairs, phi_max_frequency, integer=True)
                  + frequencies(eta_pairs, eta_max_frequency, integer=False))
         self.phi_pairs, self.eta_pairs = phi_pairs, eta_pairs
