@@ -397,6 +397,8 @@ def main() -> None:
     p.add_argument("--save-ckpt", action="store_true")
     p.add_argument("--out", required=True)
     args = p.parse_args()
+    if args.resume and args.rotary != (0, 0):
+        p.error("--rotary builds new models; a resumed model keeps the rotary encoding of its checkpoint")
     if args.one_cycle:
         if len(args.phases.split(",")) != 1:
             p.error("--one-cycle needs a single phase (each phase builds a new optimiser)")
