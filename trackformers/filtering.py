@@ -29,11 +29,14 @@ class HitFilter:
         module: a TrackingModule whose task has a ``keep_logit`` output (a HitFilterTask), on its device.
         threshold: keep probability cut in (0, 1); None = the task's own ``threshold``.
         source: where the module came from (checkpoint path), for error messages.
+        min_hits: events with fewer hits keep all of them without running the filter (a filter trained on
+            dense events, e.g. the shipped μ = 200 one, drops too much of a sparse event).
 
     ``hits_seen`` / ``hits_kept`` count the hits passed through :meth:`keep` (for run summaries).
     """
 
-    def __init__(self, module: Any, threshold: float | None = None, *, source: str = "<memory>") -> None:
+    def __init__(self, module: Any, threshold: float | None = None, *, source: str = "<memory>",
+                 min_hits: int = 0) -> None:
         from trackformers.models.tasks.hit_filter import HitFilterTask
 
         task = getattr(module, "task", None)
@@ -43,17 +46,20 @@ class HitFilter:
         threshold = float(task.threshold if threshold is None else threshold)
         if not 0.0 < threshold < 1.0:
             raise InputError(f"filter threshold {threshold}: expected a keep probability in (0, 1).")
-        self.module, self.threshold, self.source = module, threshold, source
+        if min_hits < 0:
+            raise InputError(f"filter min_hits {min_hits}: expected a number of hits >= 0.")
+        self.module, self.threshold, self.source, self.min_hits = module, threshold, source, int(min_hits)
         self.hits_seen = 0
         self.hits_kept = 0
 
     @classmethod
     def load(cls, checkpoint: Any, device: torch.device, *, threshold: float | None = None,
-             backend: str | None = None) -> HitFilter:
+             backend: str | None = None, min_hits: int = 0) -> HitFilter:
         """Load a filter checkpoint for inference (see :func:`trackformers.inference.load_module`)."""
         from trackformers.inference import load_module
 
-        return cls(load_module(checkpoint, device, backend=backend), threshold, source=str(checkpoint))
+        return cls(load_module(checkpoint, device, backend=backend), threshold, source=str(checkpoint),
+                   min_hits=min_hits)
 
     @torch.no_grad()
     def probability(self, event: Event, *, forward: Callable[..., Any] | None = None) -> np.ndarray:
@@ -75,8 +81,12 @@ class HitFilter:
         return torch.sigmoid(outputs["keep_logit"].float()).cpu().numpy().reshape(n)
 
     def keep(self, event: Event, *, forward: Callable[..., Any] | None = None) -> np.ndarray:
-        """(N,) bool: True for the hits of ``event.hits`` (same row order) to hand to the tracker."""
-        keep = self.probability(event, forward=forward) >= self.threshold
+        """(N,) bool: True for the hits of ``event.hits`` (same row order) to hand to the tracker; all True
+        for events of fewer than ``min_hits`` hits."""
+        if len(event.hits) < self.min_hits:
+            keep = np.ones(len(event.hits), dtype=bool)
+        else:
+            keep = self.probability(event, forward=forward) >= self.threshold
         self.hits_seen += int(keep.size)
         self.hits_kept += int(keep.sum())
         return keep

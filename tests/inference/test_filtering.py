@@ -101,6 +101,18 @@ def test_everything_dropped_gives_singletons(tracker: TrackingModule, event: Eve
     assert sub["track_id"].nunique() == len(event.hits)
 
 
+def test_min_hits_keeps_sparse_events_whole(tracker: TrackingModule, event: Event, clusterer: object) -> None:
+    n = len(event.hits)
+    alone = tracker.reconstruct(event, clusterer=clusterer)
+    sparse = HitFilter(tiny(FILTER, bias=-1e4), min_hits=n + 1)  # drops everything, but the event is below the cut
+    assert sparse.keep(event).all() and sparse.hits_seen == sparse.hits_kept == n
+    pd.testing.assert_frame_equal(run(tracker, event, clusterer, sparse), alone)
+    dense = HitFilter(tiny(FILTER, bias=-1e4), min_hits=n)  # at the cut the filter runs
+    assert not dense.keep(event).any()
+    with pytest.raises(InputError, match="min_hits -1"):
+        HitFilter(tiny(FILTER), min_hits=-1)
+
+
 def test_random_mask_subset_and_merge(tracker: TrackingModule, event: Event, clusterer: object) -> None:
     keep = np.random.default_rng(5).random(len(event.hits)) < 0.6
     part = HitFilter.subset(event, keep)
@@ -230,10 +242,16 @@ def test_cli_with_filter(tmp_path: Path, event_dir: Path, events: list[Event], c
     kept = sum(int(hit_filter.keep(e).sum()) for e in events)
     assert 0 < kept < hits and f"hit filter kept {kept} of {hits} hits" in text
     assert "dm_efficiency" in text
+    # --filter-min-hits above every event: the same filter and threshold leave every event whole
+    big = str(max(len(e) for e in events) + 1)
+    assert reconstruct(event_dir, tmp_path / "sparse", checkpoints, "--filter", str(checkpoints["filter"]),
+                       "--filter-threshold", repr(hit_filter.threshold), "--filter-min-hits", big) == 0
+    assert f"hit filter kept {hits} of {hits} hits (100.0%)" in capsys.readouterr().out
     for e in events:
         name = f"{e.name}-submission.csv"
         alone, every = read_submission(tmp_path / "alone" / name), read_submission(tmp_path / "all" / name)
         pd.testing.assert_frame_equal(every, alone)
+        pd.testing.assert_frame_equal(read_submission(tmp_path / "sparse" / name), alone)
         check_submission(e, read_submission(tmp_path / "some" / name))
 
 
@@ -242,6 +260,8 @@ def test_cli_with_filter(tmp_path: Path, event_dir: Path, events: list[Event], c
     (("--filter", "missing.ckpt"), "no such file"),
     (("--filter", "FILTER", "--filter-threshold", "1.5"), "expected a keep probability in \\(0, 1\\)"),
     (("--filter-threshold", "0.5"), "needs --filter"),
+    (("--filter-min-hits", "100"), "--filter-min-hits needs --filter"),
+    (("--filter", "FILTER", "--filter-min-hits", "-3"), "expected a number of hits >= 0"),
 ])
 def test_cli_bad_filter(tmp_path: Path, event_dir: Path, checkpoints: dict[str, Path],
                         capsys: pytest.CaptureFixture[str], extra: tuple[str, ...], message: str) -> None:
