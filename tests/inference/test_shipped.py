@@ -4,9 +4,9 @@ was trained at μ = 200; at μ = 20 its ±512-hit window spans ten times the φ 
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
+from trackformers.features import pack_events
 from trackformers.filtering import HitFilter
 from trackformers.inference import CHECKPOINT_DIR, default_checkpoint
 from trackformers.simulation import simulate
@@ -29,9 +29,8 @@ def test_shipped_filter_keeps_hard_particle_hits(monkeypatch: pytest.MonkeyPatch
     assert type(module.task).__name__ == "HitFilterTask" and module.task.dim == 0
     event = next(iter(simulate(1, seed=3_000_001, pileup=60, volumes=(7, 8, 9))))
     keep = HitFilter(module).keep(event)
-    hits = event.hits.merge(event.truth[["hit_id", "particle_id"]], on="hit_id", how="left")
-    pt = hits.merge(event.particles[["particle_id", "px", "py"]], on="particle_id", how="left")
-    target = ((pt["particle_id"] != 0) & (np.hypot(pt["px"], pt["py"]) >= 0.9)).to_numpy()
+    # the training target itself (hit of a particle with pT >= keep_pt_min), rows in hits-table order
+    target = module.task.target(pack_events([event], module.feature_config)).bool().numpy()
     efficiency = keep[target].mean()
     purity = target[keep].mean()
     # an untrained or constant filter keeps all hits (purity = the share, ~0.2) or none (efficiency 0)
