@@ -8,6 +8,7 @@ the DM efficiency / fake rate of the submissions, and writes the records as JSON
 
     python benchmarks/reconstruct.py --device cpu --pileup 200 --events 3
     python benchmarks/reconstruct.py --device cuda --bf16 --events 5 --repeats 3 --json out/reco.json
+    python benchmarks/reconstruct.py --device cuda --bf16 --input acts_events/mu20 --clusterers hdbscan
     python benchmarks/reconstruct.py --device cuda --bf16 --cuda-graphs --clusterers gpu ...
     python benchmarks/reconstruct.py --device cuda --bf16 --profile out/profile --old-clusterer old_gpu.py
 
@@ -66,11 +67,15 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--events", type=int, default=3)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--seed", type=int, default=31337)
+    p.add_argument("--input", default=None, metavar="DIR",
+                   help="time the TrackML CSV(.gz) events of DIR (e.g. ACTS-engine events) instead of simulating")
     p.add_argument("--clusterers", default="dbscan,gpu,condensation,hdbscan",
                    help="comma-separated subset of " + ",".join(CLUSTERERS))
     p.add_argument("--param", action="append", default=[], metavar="NAME.KEY=VALUE",
                    help="override a clusterer setting, e.g. gpu.radius=0.3")
     p.add_argument("--json", default=None, help="write the records here")
+    p.add_argument("--filter", default=None, metavar="CKPT",
+                   help="two-stage: a hit-filter checkpoint runs first (eagerly; compiled too with --compile)")
     p.add_argument("--cuda-graphs", action="store_true", help="replay the model from CUDA graphs")
     p.add_argument("--graph-slack", type=float, default=None, help="GraphedForward reuse_slack (default: its own)")
     p.add_argument("--graph-headroom", type=float, default=None, help="GraphedForward headroom (default: its own)")
@@ -141,18 +146,31 @@ def main() -> int:
     module = TrackingModule.load_checkpoint(ckpt, map_location="cpu", backend=args.backend).to(device).eval()
     tmp = Path(tempfile.mkdtemp(prefix="reco-bench-"))
     t0 = time.perf_counter()
-    events = list(simulate(args.events, seed=args.seed, pileup=args.pileup, volumes=(7, 8, 9)))
+    if args.input:  # the user's events, copied so that every file read below is the same kind of CSV
+        events = [trackml.read_event(p, volumes=(7, 8, 9)) for p in trackml.prefixes(Path(args.input))]
+        if not events:
+            raise SystemExit(f"{args.input}: no TrackML events (<prefix>-hits.csv[.gz]) found")
+    else:
+        events = list(simulate(args.events, seed=args.seed, pileup=args.pileup, volumes=(7, 8, 9)))
     trackml.write(events, tmp / "events")
-    print(f"simulated {len(events)} events, {statistics.mean(len(e) for e in events):.0f} hits on average "
-          f"({time.perf_counter() - t0:.1f} s); checkpoint {ckpt.name}; device {device}", flush=True)
+    print(f"{'read' if args.input else 'simulated'} {len(events)} events, "
+          f"{statistics.mean(len(e) for e in events):.0f} hits on average ({time.perf_counter() - t0:.1f} s); "
+          f"checkpoint {ckpt.name}; device {device}", flush=True)
     def autocast() -> contextlib.AbstractContextManager:  # the same numerics as `reconstruct --precision`
         return autocast_for("bf16" if args.bf16 else "fp32", device)
 
     forward = None
+    hit_filter = None
+    if args.filter:
+        from trackformers.filtering import HitFilter
+
+        hit_filter = HitFilter.load(args.filter, device, backend=args.backend)
     if args.compile and not args.profile:
         from trackformers.fused import compile_pointwise
 
         compile_pointwise(module)
+        if hit_filter is not None:
+            compile_pointwise(hit_filter.module)
     if args.cuda_graphs:
         from trackformers.cuda_graph import GraphedForward
 
@@ -167,7 +185,8 @@ def main() -> int:
     t0 = time.perf_counter()
     with autocast():  # warm-up: CUDA context, kernel compilation, allocator (and each event's CUDA graph)
         for event in events if forward is not None else events[:1]:
-            reconstruct_event(module, event, make_clusterer("gpu", radius=0.2), StageTimer(device), forward=forward)
+            reconstruct_event(module, event, make_clusterer("gpu", radius=0.2), StageTimer(device), forward=forward,
+                              hit_filter=hit_filter)
     warmup_s = time.perf_counter() - t0
     # the process's peaks so far: model load, compilation and (with --cuda-graphs) every capture
     warmup_peaks = (torch.cuda.max_memory_allocated(device) / 2**20, torch.cuda.max_memory_reserved(device) / 2**20) \
@@ -190,7 +209,8 @@ def main() -> int:
                     torch.cuda.reset_peak_memory_stats(device)
                 try:
                     with autocast():
-                        sub = reconstruct_event(module, read, clusterer, timer, forward=forward)
+                        sub = reconstruct_event(module, read, clusterer, timer, forward=forward,
+                                                hit_filter=hit_filter)
                 except InputError as err:  # e.g. condensation needs β, an embedding model has none
                     error = str(err)
                     break
@@ -224,10 +244,12 @@ def main() -> int:
         records.append(rec)
         print(format_row(rec), flush=True)
     meta = {"device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "pileup": args.pileup,
-            "events": args.events, "repeats": args.repeats,
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "pileup": None if args.input else args.pileup,
+            "events": len(events), "repeats": args.repeats, "input": args.input,
             "hits_mean": statistics.mean(len(e) for e in events),
-            "bf16": args.bf16, "backend": args.backend, "checkpoint": ckpt.name, "cuda_graphs": args.cuda_graphs,
+            "bf16": args.bf16, "backend": args.backend, "checkpoint": ckpt.name, "filter": args.filter,
+            "cuda_graphs": args.cuda_graphs,
             "warmup_s": warmup_s, "graphs": None if forward is None else len(forward.graphs),
             "graph_lengths": None if forward is None else sorted(k[0] for k in forward.graphs),
             "graph_slack": None if forward is None else forward.reuse_slack,

@@ -57,12 +57,12 @@ class MLP(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.fc_in(x)
         if self.swiglu:
-            a, b = h.chunk(2, -1)
+            a, b = self.fc_in(x).chunk(2, -1)
             h = F.silu(a) * b
+            del a, b  # views of the (N, 2h) projection: free it before fc_out (eager peak memory)
         else:
-            h = F.gelu(h)
+            h = F.gelu(self.fc_in(x))
         return self.fc_out(self.drop(h))
 
 
@@ -84,16 +84,26 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, layout: AttentionLayout, backend: str,
                 rotary: tuple[GeometricRotary, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attention(self.norm1(x), layout, backend, rotary))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+    def attention(self, x: torch.Tensor, layout: AttentionLayout, backend: str,
+                  rotary: tuple[GeometricRotary, torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        """(N, d) normalised states → (N, d) projected attention output.
+
+        A method of its own so that q, k, v (views that keep the whole (N, 3d) projection alive), the
+        rotated q, k and the heads' output are freed when it returns, not held through the MLP: at μ = 200
+        (65k rows, d 128, bf16) that is ~100 MB less at the forward's peak, in eager mode and in the CUDA
+        graphs' pool alike.
+        """
         n, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(n, 3, self.heads, d // self.heads).unbind(1)
+        q, k, v = self.qkv(x).view(n, 3, self.heads, d // self.heads).unbind(1)
         if rotary is not None:  # (module, cos, sin) of the hits in x's order
             rot, cos, sin = rotary
             q, k = rot(q, cos, sin), rot(k, cos, sin)
         # views of the fused projection: the local kernel reads them through their strides (no copies);
         # attend() makes contiguous copies for the backends that need them
-        a = attend(q, k, v, layout, backend=backend)
-        x = x + self.drop(self.proj(a.reshape(n, d)))
-        return x + self.drop(self.mlp(self.norm2(x)))
+        return self.proj(attend(q, k, v, layout, backend=backend).reshape(n, d))
 
 
 class Encoder(nn.Module):
@@ -170,6 +180,7 @@ class Encoder(nn.Module):
         if self.eta_slices:
             return self._forward_sliced(self.input(x), batch)
         h = self.input(x[batch.sort_index])  # φ-sorted from here on
+        del x  # (N, F + 2·embed) features: not needed through the blocks
         layout = self.layout(batch)
         rotary = self._rotary(batch, batch.sort_index)
         for block in self.blocks:
