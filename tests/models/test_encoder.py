@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pytest
 import torch
@@ -49,3 +51,22 @@ def test_events_do_not_see_each_other() -> None:
         alone = enc(pack_events([a]))
     assert torch.allclose(joint[: len(a.hits)], alone, atol=1e-5)
     assert np.isfinite(joint.numpy()).all()
+
+
+@pytest.mark.parametrize("activation", ["gelu", "swiglu"])
+def test_attention_temporaries_are_freed_before_the_mlp(activation: str) -> None:
+    """Inference: when a block's MLP runs, the (N, 3d) qkv projection (kept alive by its q, k, v views) and the
+    attention output are gone — the forward's peak memory (and the CUDA graphs' pool) depends on it."""
+    torch.manual_seed(3)
+    enc = Encoder(d_model=16, n_heads=2, n_layers=2, activation=activation, backend="reference", window=4,
+                  rotary_phi=1, rotary_eta=1).eval()
+    alive: dict[str, list] = {"qkv": [], "proj": []}
+    seen: list[tuple[bool, bool]] = []
+    for block in enc.blocks:
+        block.qkv.register_forward_hook(lambda m, i, out: alive["qkv"].append(weakref.ref(out)))
+        block.proj.register_forward_hook(lambda m, i, out: alive["proj"].append(weakref.ref(out)))
+        block.mlp.register_forward_pre_hook(
+            lambda m, i: seen.append((alive["qkv"][-1]() is None, alive["proj"][-1]() is None)))
+    with torch.no_grad():
+        enc(pack_events([toy_event(5, 3, seed=7)]))
+    assert seen == [(True, True)] * len(enc.blocks)
