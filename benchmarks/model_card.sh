@@ -5,7 +5,8 @@
 #
 #   bash benchmarks/model_card.sh OUT [ACTS_DIR] [--clusterer NAME --param K=V ...]
 #   (MU200_EVENTS=1 to simulate one mu = 200 event instead of 3: HDBSCAN needs ~30-60 s per such event;
-#    MU200_FILTER=CKPT also runs the mu = 200 events two-stage, `reconstruct --filter CKPT`)
+#    MU200_FILTER=CKPT also runs the mu = 200 events two-stage, `reconstruct --filter CKPT`, with the tracker
+#    MU200_TRACKER=CKPT when given, e.g. data/checkpoints/tracker_mu200.ckpt)
 #
 # ACTS_DIR holds mu0/, mu20/, mu200/ folders of TrackML CSV(.gz) events written by
 #   trackformers simulate --engine acts --events 3 --pileup MU --seed 2000003 --volumes 7,8,9 --out ACTS_DIR/muMU
@@ -24,13 +25,13 @@ for mu in 0 20 200; do
         python -m trackformers reconstruct "$acts/mu$mu" --out "$out/sub/acts$mu" --evaluate --no-progress "$@"
     fi
     if [[ $mu == 200 && -n ${MU200_FILTER:-} ]]; then
-        echo "== built-in mu=200 two-stage --filter $MU200_FILTER $*"
+        echo "== built-in mu=200 two-stage --filter $MU200_FILTER ${MU200_TRACKER:+--checkpoint $MU200_TRACKER} $*"
         python -m trackformers reconstruct "$out/events/mu$mu" --out "$out/sub/filter$mu" --evaluate --no-progress \
-            --filter "$MU200_FILTER" "$@"
+            --filter "$MU200_FILTER" ${MU200_TRACKER:+--checkpoint "$MU200_TRACKER"} "$@"
         if [[ -n $acts && -d $acts/mu$mu ]]; then
-            echo "== ACTS mu=200 two-stage --filter $MU200_FILTER $*"
+            echo "== ACTS mu=200 two-stage --filter $MU200_FILTER ${MU200_TRACKER:+--checkpoint $MU200_TRACKER} $*"
             python -m trackformers reconstruct "$acts/mu$mu" --out "$out/sub/actsfilter$mu" --evaluate --no-progress \
-                --filter "$MU200_FILTER" "$@"
+                --filter "$MU200_FILTER" ${MU200_TRACKER:+--checkpoint "$MU200_TRACKER"} "$@"
         fi
     fi
 done
