@@ -15,13 +15,18 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-torch.cuda.memory._record_memory_history(max_entries=2_000_000, stacks="python")
+MAX_ENTRIES = 2_000_000
+torch.cuda.memory._record_memory_history(max_entries=MAX_ENTRIES, stacks="python")
 import benchmarks.reconstruct as bench  # noqa: E402
 
 sys.argv = ["reconstruct.py", *sys.argv[1:]]
-bench.main()
+rc = bench.main()
 snap = torch.cuda.memory._snapshot()
-trace = snap["device_traces"][0]
+# the benchmark ran on --device (e.g. cuda:1): read that device's trace, not device 0's
+index = torch.device(bench.parse_args().device).index
+trace = snap["device_traces"][torch.cuda.current_device() if index is None else index]
+if len(trace) >= MAX_ENTRIES:  # a ring buffer: the oldest events were dropped, so the totals below are off
+    print(f"warning: the trace hit max_entries={MAX_ENTRIES}; its start is lost, run fewer events/repeats")
 MB = 2**20
 
 
@@ -65,3 +70,4 @@ for size, frames, _index, stream in live.values():
 print("live at the allocated peak, grouped by frames (MB, blocks):")
 for (w, stream), (size, n) in sorted(groups.items(), key=lambda kv: -kv[1][0])[:25]:
     print(f"  {size/MB:8.1f} MB {n:4d}  stream {stream}  {w}")
+sys.exit(rc)

@@ -90,7 +90,10 @@ def parse_args() -> argparse.Namespace:
                    help="with --profile: a module file whose GPUClusterer is timed and compared with the current")
     p.add_argument("--huge", type=int, default=0, metavar="N",
                    help="only time the torch clusterers on N synthetic hits (memory check), then exit")
-    return p.parse_args()
+    args = p.parse_args()
+    if args.profile and args.filter:
+        p.error("--profile times the single-stage model only; it would ignore --filter")
+    return args
 
 
 def huge(n: int, device: torch.device) -> int:
@@ -131,7 +134,13 @@ def clusterer_settings(args: argparse.Namespace) -> dict[str, dict[str, object]]
 
 
 def main() -> int:
-    args = parse_args()
+    try:
+        return run(parse_args())
+    except InputError as err:  # a bad --input file: one sentence, no traceback
+        raise SystemExit(str(err)) from None
+
+
+def run(args: argparse.Namespace) -> int:
     if args.huge:
         return huge(args.huge, torch.device(args.device))
     # The TrackML module directly: the ROOT one needs awkward/uproot, absent on some GPU images.
@@ -150,6 +159,10 @@ def main() -> int:
         events = [trackml.read_event(p, volumes=(7, 8, 9)) for p in trackml.prefixes(Path(args.input))]
         if not events:
             raise SystemExit(f"{args.input}: no TrackML events (<prefix>-hits.csv[.gz]) found")
+        bare = [e.event_id for e in events if e.truth is None]
+        if bare:  # the quality columns need truth; say so before any timing instead of failing at the end
+            raise SystemExit(f"{args.input}: event(s) {bare[:5]} have no truth file (<prefix>-truth.csv[.gz]); "
+                             "this benchmark reports DM efficiency and fake rate, so it needs truth")
     else:
         events = list(simulate(args.events, seed=args.seed, pileup=args.pileup, volumes=(7, 8, 9)))
     trackml.write(events, tmp / "events")

@@ -53,20 +53,43 @@ def test_events_do_not_see_each_other() -> None:
     assert np.isfinite(joint.numpy()).all()
 
 
+def _base(t: torch.Tensor) -> torch.Tensor:
+    """The tensor that owns a view's storage (a view keeps it alive)."""
+    return t._base if t._base is not None else t
+
+
 @pytest.mark.parametrize("activation", ["gelu", "swiglu"])
 def test_attention_temporaries_are_freed_before_the_mlp(activation: str) -> None:
-    """Inference: when a block's MLP runs, the (N, 3d) qkv projection (kept alive by its q, k, v views) and the
-    attention output are gone — the forward's peak memory (and the CUDA graphs' pool) depends on it."""
+    """Inference: the forward's peak memory (and the CUDA graphs' pool) depends on temporaries dying early.
+    When a block's output projection runs, its norm1 output is gone; when its MLP runs, the (N, 3d) qkv
+    projection (kept alive by its q, k, v views) and the heads' output (the projection's input) are gone; when
+    the MLP's second layer runs, the first layer's output is gone."""
     torch.manual_seed(3)
     enc = Encoder(d_model=16, n_heads=2, n_layers=2, activation=activation, backend="reference", window=4,
                   rotary_phi=1, rotary_eta=1).eval()
-    alive: dict[str, list] = {"qkv": [], "proj": []}
-    seen: list[tuple[bool, bool]] = []
+    last: dict[str, weakref.ref] = {}
+    seen: list[tuple[str, bool]] = []
+
+    def record(name: str):
+        return lambda m, i, out: last.__setitem__(name, weakref.ref(out))
+
+    def check(*names: str):
+        def hook(m, i) -> None:  # a pre-hook that returned a value would replace the module's input
+            seen.extend((n, last[n]() is None) for n in names)
+        return hook
+
+    def heads(m, i) -> None:
+        check("norm1")(m, i)
+        last["heads"] = weakref.ref(_base(i[0]))
+
     for block in enc.blocks:
-        block.qkv.register_forward_hook(lambda m, i, out: alive["qkv"].append(weakref.ref(out)))
-        block.proj.register_forward_hook(lambda m, i, out: alive["proj"].append(weakref.ref(out)))
-        block.mlp.register_forward_pre_hook(
-            lambda m, i: seen.append((alive["qkv"][-1]() is None, alive["proj"][-1]() is None)))
+        block.norm1.register_forward_hook(record("norm1"))
+        block.qkv.register_forward_hook(record("qkv"))
+        block.proj.register_forward_pre_hook(heads)
+        block.mlp.register_forward_pre_hook(check("qkv", "heads"))
+        block.mlp.fc_in.register_forward_hook(record("fc_in"))
+        block.mlp.fc_out.register_forward_pre_hook(check("fc_in"))
     with torch.no_grad():
         enc(pack_events([toy_event(5, 3, seed=7)]))
-    assert seen == [(True, True)] * len(enc.blocks)
+    names = ["norm1", "qkv", "heads", "fc_in"] * len(enc.blocks)
+    assert seen == [(n, True) for n in names]
