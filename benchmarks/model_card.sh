@@ -6,7 +6,9 @@
 #   bash benchmarks/model_card.sh OUT [ACTS_DIR] [--clusterer NAME --param K=V ...]
 #   (MU200_EVENTS=1 to simulate one mu = 200 event instead of 3: HDBSCAN needs ~30-60 s per such event;
 #    MU200_FILTER=CKPT also runs the mu = 200 events two-stage, `reconstruct --filter CKPT`, with the tracker
-#    MU200_TRACKER=CKPT when given, e.g. data/checkpoints/tracker_mu200.ckpt)
+#    MU200_TRACKER=CKPT when given, e.g. data/checkpoints/tracker_mu200.ckpt; MU200_HARD=1 with MU200_FILTER also
+#    runs two-stage on mu = 200 events whose first interaction is a hard scatter (`simulate --hard-scatter`, the
+#    same test seed: high-pT tracks as in TrackML's ttbar events); PILEUPS="200" to run only some pile-ups)
 #
 # ACTS_DIR holds mu0/, mu20/, mu200/ folders of TrackML CSV(.gz) events written by
 #   trackformers simulate --engine acts --events 3 --pileup MU --seed 2000003 --volumes 7,8,9 --out ACTS_DIR/muMU
@@ -14,7 +16,7 @@ set -euo pipefail
 out=$1; shift
 acts=""
 if [[ $# -gt 0 && $1 != --* ]]; then acts=$1; shift; fi
-for mu in 0 20 200; do
+for mu in ${PILEUPS:-0 20 200}; do
     n=9; [[ $mu == 200 ]] && n=${MU200_EVENTS:-3}
     python -m trackformers simulate --events $n --pileup $mu --seed 2000003 --first-event-id 2000003 \
         --volumes 7,8,9 --out "$out/events/mu$mu" --quiet
@@ -32,6 +34,13 @@ for mu in 0 20 200; do
             echo "== ACTS mu=200 two-stage --filter $MU200_FILTER ${MU200_TRACKER:+--checkpoint $MU200_TRACKER} $*"
             python -m trackformers reconstruct "$acts/mu$mu" --out "$out/sub/actsfilter$mu" --evaluate --no-progress \
                 --filter "$MU200_FILTER" ${MU200_TRACKER:+--checkpoint "$MU200_TRACKER"} "$@"
+        fi
+        if [[ -n ${MU200_HARD:-} ]]; then
+            python -m trackformers simulate --events $n --pileup 200 --seed 2000003 --first-event-id 3000003 \
+                --hard-scatter --volumes 7,8,9 --out "$out/events/hard200" --quiet
+            echo "== built-in mu=200 hard scatter ($n events) two-stage --filter $MU200_FILTER ${MU200_TRACKER:+--checkpoint $MU200_TRACKER} $*"
+            python -m trackformers reconstruct "$out/events/hard200" --out "$out/sub/hardfilter200" --evaluate \
+                --no-progress --filter "$MU200_FILTER" ${MU200_TRACKER:+--checkpoint "$MU200_TRACKER"} "$@"
         fi
     fi
 done

@@ -185,6 +185,9 @@ def build(args: argparse.Namespace) -> TrackingModule:
         if args.eta_slices is not None:  # so is the η-slicing of the attention (no weights depend on it)
             module.encoder.eta_slices = args.eta_slices
             module.hparams["encoder"]["init_args"]["eta_slices"] = args.eta_slices
+        if args.grow_layers:  # deeper: new blocks start as the identity (Encoder.add_blocks)
+            module.encoder.add_blocks(args.grow_layers)
+            module.hparams["encoder"]["init_args"]["n_layers"] = len(module.encoder.blocks)
         if args.val_clusterer:
             module.hparams["val_clusterer"] = args.val_clusterer
         if args.lr is not None:
@@ -391,6 +394,7 @@ def main() -> None:
     p.add_argument("--temperature", type=float, default=None, help="contrastive temperature (also on resume)")
     p.add_argument("--neg-window", type=int, default=None, help="contrastive φ-neighbour negatives per side")
     p.add_argument("--encoder-window", type=int, default=None, help="with --resume: new attention half-width")
+    p.add_argument("--grow-layers", type=int, default=0, help="with --resume: append N identity-initialised blocks")
     p.add_argument("--eval-windows", default="", help="extra attention half-widths to evaluate (largest μ only)")
     p.add_argument("--anchor-pt", type=float, default=None, help="GeV, contrastive anchors' pT cut")
     p.add_argument("--object-pt", type=float, default=None, help="GeV, condensation objects' pT cut")
@@ -399,6 +403,8 @@ def main() -> None:
     args = p.parse_args()
     if args.resume and args.rotary != (0, 0):
         p.error("--rotary builds new models; a resumed model keeps the rotary encoding of its checkpoint")
+    if args.grow_layers and not args.resume:
+        p.error("--grow-layers deepens a resumed model; a new one takes --layers")
     if args.one_cycle:
         if len(args.phases.split(",")) != 1:
             p.error("--one-cycle needs a single phase (each phase builds a new optimiser)")

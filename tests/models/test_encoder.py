@@ -93,3 +93,24 @@ def test_attention_temporaries_are_freed_before_the_mlp(activation: str) -> None
         enc(pack_events([toy_event(5, 3, seed=7)]))
     names = ["norm1", "qkv", "heads", "fc_in"] * len(enc.blocks)
     assert seen == [(n, True) for n in names]
+
+
+def test_added_blocks_keep_the_output_and_learn() -> None:
+    torch.manual_seed(4)
+    batch = pack_events([toy_event(5, 3, seed=8, event_id=1), toy_event(3, 2, seed=9, event_id=2)])
+    enc = Encoder(d_model=16, n_heads=2, n_layers=2, activation="swiglu", norm="rmsnorm", backend="reference",
+                  window=4, rotary_phi=1, rotary_eta=1)
+    before = enc(batch).detach()
+    enc.add_blocks(2)
+    assert len(enc.blocks) == 4
+    after = enc(batch)
+    assert torch.equal(before, after)  # zero residual branches add exactly 0
+    (after * torch.randn_like(after)).sum().backward()  # a loss the final norm does not make flat
+    for block in enc.blocks[2:]:  # the zeroed output projections get gradients, so the new blocks can learn
+        assert block.proj.weight.grad.abs().sum() > 0 and block.mlp.fc_out.weight.grad.abs().sum() > 0
+    # ... and one step of plain gradient descent on the new blocks alone changes the output
+    with torch.no_grad():
+        for p in enc.blocks[2:].parameters():
+            if p.grad is not None:
+                p -= 0.1 * p.grad
+    assert (enc(batch) - before).abs().max() > 1e-3

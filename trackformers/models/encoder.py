@@ -145,8 +145,8 @@ class Encoder(nn.Module):
             self.layer_embedding = nn.Embedding(NUM_LAYERS, embed_dim)
         self.input = nn.Sequential(nn.Linear(in_features + 2 * embed_dim, d_model), nn.GELU(),
                                    nn.Linear(d_model, d_model))
-        self.blocks = nn.ModuleList(Block(d_model, n_heads, mlp_ratio, activation, norm, dropout)
-                                    for _ in range(n_layers))
+        self._block_args = (d_model, n_heads, mlp_ratio, activation, norm, dropout)
+        self.blocks = nn.ModuleList(Block(*self._block_args) for _ in range(n_layers))
         self.norm = make_norm(norm, d_model)
         self.rotary = (GeometricRotary(rotary_phi, rotary_eta, phi_max_frequency=rotary_phi_frequency,
                                        eta_max_frequency=rotary_eta_frequency)
@@ -154,6 +154,19 @@ class Encoder(nn.Module):
         if self.rotary is not None and 2 * self.rotary.pairs > d_model // n_heads:
             raise ValueError(f"rotary_phi + rotary_eta = {self.rotary.pairs} pairs need a head dim of at least "
                              f"{2 * self.rotary.pairs}; got {d_model // n_heads}")
+
+    def add_blocks(self, n: int) -> None:
+        """Append ``n`` blocks whose residual branches start at zero (attention and MLP output projections
+        zeroed), so the encoder still computes exactly what it did: a trained model grows deeper without
+        losing what it knows, and training then uses the new capacity. The caller records the new depth
+        (``n_layers``) wherever the model's configuration is kept."""
+        like = next(self.parameters())
+        for _ in range(n):
+            block = Block(*self._block_args).to(device=like.device, dtype=like.dtype)
+            for layer in (block.proj, block.mlp.fc_out):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
+            self.blocks.append(block)
 
     def _rotary(self, batch: PackedBatch,
                 perm: torch.Tensor) -> tuple[GeometricRotary, torch.Tensor, torch.Tensor] | None:
