@@ -114,3 +114,21 @@ def test_added_blocks_keep_the_output_and_learn() -> None:
             if p.grad is not None:
                 p -= 0.1 * p.grad
     assert (enc(batch) - before).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("n_layers, slices", [(0, 0), (1, 4), (3, 4)])
+def test_added_blocks_in_eval_mode_and_eta_slices(n_layers: int, slices: int) -> None:
+    """Growing an encoder in eval mode (dropout on) keeps it deterministic and unchanged, also when the new blocks
+    start alternating η-slice parities (a 1-block sliced encoder has only the unshifted order) and from 0 blocks."""
+    torch.manual_seed(5)
+    batch = pack_events([toy_event(5, 3, seed=10, event_id=1), toy_event(4, 2, seed=11, event_id=2)])
+    enc = Encoder(d_model=16, n_heads=2, n_layers=n_layers, backend="reference", window=4, eta_slices=slices,
+                  dropout=0.5).eval()
+    with torch.no_grad():
+        before = enc(batch)
+        enc.add_blocks(3)
+        after = [enc(batch) for _ in range(2)]
+    assert len(enc.blocks) == n_layers + 3 and not any(m.training for m in enc.modules())
+    assert torch.equal(before, after[0]) and torch.equal(after[0], after[1])
+    with pytest.raises(ValueError, match="n >= 0"):
+        enc.add_blocks(-1)

@@ -160,9 +160,13 @@ class Encoder(nn.Module):
         zeroed), so the encoder still computes exactly what it did: a trained model grows deeper without
         losing what it knows, and training then uses the new capacity. The caller records the new depth
         (``n_layers``) wherever the model's configuration is kept."""
+        if n < 0:
+            raise ValueError(f"add_blocks needs n >= 0; got {n}")
         like = next(self.parameters())
         for _ in range(n):
-            block = Block(*self._block_args).to(device=like.device, dtype=like.dtype)
+            # the encoder's device, dtype and train/eval mode (a new module starts in train mode: its dropout
+            # would otherwise run in an encoder put in eval mode)
+            block = Block(*self._block_args).to(device=like.device, dtype=like.dtype).train(self.training)
             for layer in (block.proj, block.mlp.fc_out):
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
