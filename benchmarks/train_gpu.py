@@ -403,6 +403,8 @@ def main() -> None:
     args = p.parse_args()
     if args.resume and args.rotary != (0, 0):
         p.error("--rotary builds new models; a resumed model keeps the rotary encoding of its checkpoint")
+    if args.grow_layers < 0:
+        p.error(f"--grow-layers appends N >= 0 blocks; got {args.grow_layers}")
     if args.grow_layers and not args.resume:
         p.error("--grow-layers deepens a resumed model; a new one takes --layers")
     if args.one_cycle:
