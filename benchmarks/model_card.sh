@@ -35,7 +35,7 @@ for mu in ${PILEUPS:-0 20 200}; do
             python -m trackformers reconstruct "$acts/mu$mu" --out "$out/sub/actsfilter$mu" --evaluate --no-progress \
                 --filter "$MU200_FILTER" ${MU200_TRACKER:+--checkpoint "$MU200_TRACKER"} "$@"
         fi
-        if [[ -n ${MU200_HARD:-} ]]; then
+        if [[ ${MU200_HARD:-0} == 1 ]]; then
             python -m trackformers simulate --events $n --pileup 200 --seed 2000003 --first-event-id 3000003 \
                 --hard-scatter --volumes 7,8,9 --out "$out/events/hard200" --quiet
             echo "== built-in mu=200 hard scatter ($n events) two-stage --filter $MU200_FILTER ${MU200_TRACKER:+--checkpoint $MU200_TRACKER} $*"

@@ -23,10 +23,12 @@ and writes torch.profiler tables of the model and the clustering to DIR.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -166,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         events = list(simulate(args.events, seed=args.seed, pileup=args.pileup, volumes=(7, 8, 9)))
     tmp = Path(tempfile.mkdtemp(prefix="reco-bench-"))  # after the checks above: a refused input leaves no folder
+    atexit.register(shutil.rmtree, tmp, True)  # the copies of the events: gone at exit, whichever path returns
     trackml.write(events, tmp / "events")
     print(f"{'read' if args.input else 'simulated'} {len(events)} events, "
           f"{statistics.mean(len(e) for e in events):.0f} hits on average ({time.perf_counter() - t0:.1f} s); "
