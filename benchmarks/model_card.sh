@@ -27,20 +27,23 @@ for mu in ${PILEUPS:-0 20 200}; do
         python -m trackformers reconstruct "$acts/mu$mu" --out "$out/sub/acts$mu" --evaluate --no-progress "$@"
     fi
     if [[ $mu == 200 && -n ${MU200_FILTER:-} ]]; then
-        echo "== built-in mu=200 two-stage --filter $MU200_FILTER ${MU200_TRACKER:+--checkpoint $MU200_TRACKER} $*"
+        # the two-stage arguments, once: the filter, then the tracker when one is given
+        two=(--filter "$MU200_FILTER")
+        if [[ -n ${MU200_TRACKER:-} ]]; then two+=(--checkpoint "$MU200_TRACKER"); fi
+        echo "== built-in mu=200 two-stage ${two[*]} $*"
         python -m trackformers reconstruct "$out/events/mu$mu" --out "$out/sub/filter$mu" --evaluate --no-progress \
-            --filter "$MU200_FILTER" ${MU200_TRACKER:+--checkpoint "$MU200_TRACKER"} "$@"
+            "${two[@]}" "$@"
         if [[ -n $acts && -d $acts/mu$mu ]]; then
-            echo "== ACTS mu=200 two-stage --filter $MU200_FILTER ${MU200_TRACKER:+--checkpoint $MU200_TRACKER} $*"
+            echo "== ACTS mu=200 two-stage ${two[*]} $*"
             python -m trackformers reconstruct "$acts/mu$mu" --out "$out/sub/actsfilter$mu" --evaluate --no-progress \
-                --filter "$MU200_FILTER" ${MU200_TRACKER:+--checkpoint "$MU200_TRACKER"} "$@"
+                "${two[@]}" "$@"
         fi
         if [[ ${MU200_HARD:-0} == 1 ]]; then
             python -m trackformers simulate --events $n --pileup 200 --seed 2000003 --first-event-id 3000003 \
                 --hard-scatter --volumes 7,8,9 --out "$out/events/hard200" --quiet
-            echo "== built-in mu=200 hard scatter ($n events) two-stage --filter $MU200_FILTER ${MU200_TRACKER:+--checkpoint $MU200_TRACKER} $*"
+            echo "== built-in mu=200 hard scatter ($n events) two-stage ${two[*]} $*"
             python -m trackformers reconstruct "$out/events/hard200" --out "$out/sub/hardfilter200" --evaluate \
-                --no-progress --filter "$MU200_FILTER" ${MU200_TRACKER:+--checkpoint "$MU200_TRACKER"} "$@"
+                --no-progress "${two[@]}" "$@"
         fi
     fi
 done

@@ -161,8 +161,8 @@ def run(args: argparse.Namespace) -> int:
         if not events:
             raise SystemExit(f"{args.input}: no TrackML events (<prefix>-hits.csv[.gz]) found")
         bare = [e.event_id for e in events if e.truth is None]
-        if bare and not args.profile:  # the quality columns need truth: say so before any timing (--profile
-            # times stages only)
+        # the quality columns need truth: say so before any timing (--profile times stages only)
+        if bare and not args.profile:
             raise SystemExit(f"{args.input}: event(s) {bare[:5]} have no truth file (<prefix>-truth.csv[.gz]); "
                              "this benchmark reports DM efficiency and fake rate, so it needs truth")
     else:
