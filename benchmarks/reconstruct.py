@@ -77,7 +77,11 @@ def parse_args() -> argparse.Namespace:
                    help="override a clusterer setting, e.g. gpu.radius=0.3")
     p.add_argument("--json", default=None, help="write the records here")
     p.add_argument("--filter", default=None, metavar="CKPT",
-                   help="two-stage: a hit-filter checkpoint runs first (eagerly; compiled too with --compile)")
+                   help="two-stage: a hit-filter checkpoint runs first (compiled too with --compile, from CUDA "
+                        "graphs of its own with --cuda-graphs unless --eager-filter)")
+    p.add_argument("--filter-vertex-z", default=None, metavar="Z1,Z2,...",
+                   help="the filter's vertex hypotheses in mm (default: the filter checkpoint's own)")
+    p.add_argument("--eager-filter", action="store_true", help="with --cuda-graphs: run the filter eagerly")
     p.add_argument("--cuda-graphs", action="store_true", help="replay the model from CUDA graphs")
     p.add_argument("--graph-slack", type=float, default=None, help="GraphedForward reuse_slack (default: its own)")
     p.add_argument("--graph-headroom", type=float, default=None, help="GraphedForward headroom (default: its own)")
@@ -176,12 +180,14 @@ def run(args: argparse.Namespace) -> int:
     def autocast() -> contextlib.AbstractContextManager:  # the same numerics as `reconstruct --precision`
         return autocast_for("bf16" if args.bf16 else "fp32", device)
 
-    forward = None
+    forward = filter_forward = None
     hit_filter = None
     if args.filter:
+        from trackformers.commands.reconstruct import parse_vertex_z
         from trackformers.filtering import HitFilter
 
-        hit_filter = HitFilter.load(args.filter, device, backend=args.backend)
+        hit_filter = HitFilter.load(args.filter, device, backend=args.backend,
+                                    vertex_z=parse_vertex_z(args.filter_vertex_z))
     if args.compile and not args.profile:
         from trackformers.fused import compile_pointwise
 
@@ -195,6 +201,8 @@ def run(args: argparse.Namespace) -> int:
                   if v is not None}
         forward = GraphedForward(module, lend_pool=not args.no_lend_pool,
                                  warmup_in_pool=not args.no_warmup_in_pool, **policy)
+        if hit_filter is not None and not args.eager_filter:
+            filter_forward = GraphedForward(hit_filter.module, **policy)
     if args.profile:
         from benchmarks.reconstruct_profile import profile
 
@@ -203,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
     with autocast():  # warm-up: CUDA context, kernel compilation, allocator (and each event's CUDA graph)
         for event in events if forward is not None else events[:1]:
             reconstruct_event(module, event, make_clusterer("gpu", radius=0.2), StageTimer(device), forward=forward,
-                              hit_filter=hit_filter)
+                              hit_filter=hit_filter, filter_forward=filter_forward)
     warmup_s = time.perf_counter() - t0
     # the process's peaks so far: model load, compilation and (with --cuda-graphs) every capture
     warmup_peaks = (torch.cuda.max_memory_allocated(device) / 2**20, torch.cuda.max_memory_reserved(device) / 2**20) \
@@ -227,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     with autocast():
                         sub = reconstruct_event(module, read, clusterer, timer, forward=forward,
-                                                hit_filter=hit_filter)
+                                                hit_filter=hit_filter, filter_forward=filter_forward)
                 except InputError as err:  # e.g. condensation needs β, an embedding model has none
                     error = str(err)
                     break
@@ -266,6 +274,8 @@ def run(args: argparse.Namespace) -> int:
             "events": len(events), "repeats": args.repeats, "input": args.input,
             "hits_mean": statistics.mean(len(e) for e in events),
             "bf16": args.bf16, "backend": args.backend, "checkpoint": ckpt.name, "filter": args.filter,
+            "filter_vertex_z": None if hit_filter is None else list(hit_filter.vertex_z),
+            "filter_graphed": filter_forward is not None and not filter_forward.reason,
             "cuda_graphs": args.cuda_graphs,
             "warmup_s": warmup_s, "graphs": None if forward is None else len(forward.graphs),
             "graph_lengths": None if forward is None else sorted(k[0] for k in forward.graphs),

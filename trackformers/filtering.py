@@ -6,12 +6,21 @@ wraps a TrackingModule whose task outputs ``keep_logit`` per hit (a
 :class:`~trackformers.models.tasks.HitFilterTask`): :meth:`HitFilter.keep` says which hits of an event to
 keep, :meth:`HitFilter.subset` cuts the event down to them, and :meth:`HitFilter.merge` turns the tracker's
 submission of the subset back into one for the whole event (every dropped hit its own new track id).
+
+**Vertex hypotheses.** A filter trained on events whose interactions spread along the beam (σ_z ≈ 55 mm) learns
+to keep the tracks that point back to z ≈ 0 and drops many from vertices at |z| ≳ 50 mm (measured on the
+shipped filter: docs/models.md). ``vertex_z`` runs it once per hypothesis z_v (mm) on the event translated by
+−z_v along the beam, so that tracks from a vertex near z_v point back to the origin, and keeps a hit if any
+pass keeps it (its probability is the maximum over the passes). The default is the filter task's own
+``vertex_z`` (``(0.0,)``: one pass on the event as it is).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,12 +40,14 @@ class HitFilter:
         source: where the module came from (checkpoint path), for error messages.
         min_hits: events with fewer hits keep all of them without running the filter (a filter trained on
             dense events, e.g. the shipped μ = 200 one, drops too much of a sparse event).
+        vertex_z: z positions (mm) of the vertex hypotheses, one filter pass each (module docstring); None =
+            the task's own ``vertex_z``.
 
     ``hits_seen`` / ``hits_kept`` count the hits passed through :meth:`keep` (for run summaries).
     """
 
     def __init__(self, module: Any, threshold: float | None = None, *, source: str = "<memory>",
-                 min_hits: int = 0) -> None:
+                 min_hits: int = 0, vertex_z: Sequence[float] | None = None) -> None:
         from trackformers.models.tasks.hit_filter import HitFilterTask
 
         task = getattr(module, "task", None)
@@ -48,29 +59,45 @@ class HitFilter:
             raise InputError(f"filter threshold {threshold}: expected a keep probability in (0, 1).")
         if min_hits < 0:
             raise InputError(f"filter min_hits {min_hits}: expected a number of hits >= 0.")
+        vertex_z = tuple(float(z) for z in (getattr(task, "vertex_z", (0.0,)) if vertex_z is None else vertex_z))
+        if not vertex_z or not all(math.isfinite(z) for z in vertex_z):
+            raise InputError(f"filter vertex_z {list(vertex_z)}: expected one or more finite z positions (mm) of "
+                             "vertex hypotheses, e.g. -80,-40,0,40,80.")
         self.module, self.threshold, self.source, self.min_hits = module, threshold, source, int(min_hits)
+        self.vertex_z = vertex_z
         self.hits_seen = 0
         self.hits_kept = 0
 
     @classmethod
     def load(cls, checkpoint: Any, device: torch.device, *, threshold: float | None = None,
-             backend: str | None = None, min_hits: int = 0) -> HitFilter:
+             backend: str | None = None, min_hits: int = 0,
+             vertex_z: Sequence[float] | None = None) -> HitFilter:
         """Load a filter checkpoint for inference (see :func:`trackformers.inference.load_module`)."""
         from trackformers.inference import load_module
 
         return cls(load_module(checkpoint, device, backend=backend), threshold, source=str(checkpoint),
-                   min_hits=min_hits)
+                   min_hits=min_hits, vertex_z=vertex_z)
 
     @torch.no_grad()
     def probability(self, event: Event, *, forward: Callable[..., Any] | None = None) -> np.ndarray:
-        """(N,) float32 keep probability per hit, row i for ``event.hits`` row i.
+        """(N,) float32 keep probability per hit, row i for ``event.hits`` row i: the maximum over the vertex
+        hypotheses (one filter pass each, on the event translated by −z_v along the beam).
 
         The event is packed exactly as ``TrackingModule.reconstruct`` packs it; the packed rows are in the
         hits-table order (the encoder φ-sorts internally and returns its states unsorted).
         """
-        n = len(event.hits)
-        if n == 0:
+        if len(event.hits) == 0:
             return np.zeros(0, np.float32)
+        best: np.ndarray | None = None
+        for z in self.vertex_z:
+            p = self._pass(translated(event, -z), forward)
+            best = p if best is None else np.maximum(best, p)
+        assert best is not None
+        return best
+
+    def _pass(self, event: Event, forward: Callable[..., Any] | None) -> np.ndarray:
+        """(N,) float32 keep probability of one filter pass over ``event`` as it is."""
+        n = len(event.hits)
         from trackformers.attention.api import BackendUnavailable
 
         try:
@@ -133,6 +160,18 @@ class HitFilter:
         return pd.DataFrame({"hit_id": hit_ids, "track_id": track})
 
 
+def translated(event: Event, dz: float) -> Event:
+    """``event`` with every hit moved by ``dz`` mm along the beam (hits' z + dz); the same event if dz = 0.
+
+    Only the hits table changes (the filter reads hits only); truth, particles and cells stay as they are.
+    """
+    if dz == 0.0:
+        return event
+    hits = event.hits.copy()
+    hits["z"] = hits["z"].to_numpy(np.float64) + dz
+    return dataclasses.replace(event, hits=hits.astype({"z": event.hits["z"].dtype}))
+
+
 def _checked(event: Event, keep: np.ndarray) -> np.ndarray:
     """``keep`` as a (N,) bool array for ``event.hits``; InputError if its shape or type is wrong."""
     keep = np.asarray(keep)
@@ -140,3 +179,32 @@ def _checked(event: Event, keep: np.ndarray) -> np.ndarray:
         raise InputError(f"{event.source} (event {event.event_id}): keep mask of dtype {keep.dtype} and shape "
                          f"{keep.shape}; expected bool of shape ({len(event.hits)},), one per hit.")
     return keep
+
+
+def write_settings(source: str | Path, dest: str | Path, *, vertex_z: Sequence[float] | None = None,
+                   threshold: float | None = None, note: str = "") -> None:
+    """Copy filter checkpoint ``source`` to ``dest`` with new defaults for :class:`HitFilter`: the vertex
+    hypotheses ``vertex_z`` (mm) and/or the keep ``threshold`` (task hyper-parameters; weights untouched).
+
+    The choice and ``note`` (where it was measured) are kept under ``trackformers.filter_settings``. Checked
+    by building a HitFilter from the result before it is written (atomically).
+    """
+    from trackformers.inference import load_module
+    from trackformers.io.atomic import atomic_path
+
+    payload = torch.load(source, map_location="cpu", weights_only=True)
+    try:
+        args = payload["hyper_parameters"]["task"]["init_args"]
+    except (KeyError, TypeError):
+        raise InputError(f"checkpoint {source}: no hyper_parameters.task.init_args to store the filter settings "
+                         "in; expected a trackformers checkpoint.") from None
+    settings: dict[str, Any] = {}
+    if vertex_z is not None:
+        settings["vertex_z"] = [float(z) for z in vertex_z]
+    if threshold is not None:
+        settings["threshold"] = float(threshold)
+    args.update(settings)
+    payload.setdefault("trackformers", {})["filter_settings"] = {**settings, "note": note}
+    with atomic_path(dest) as tmp:
+        torch.save(payload, tmp)
+        HitFilter(load_module(tmp, torch.device("cpu")), source=str(dest))  # refuses bad values before the rename

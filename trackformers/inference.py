@@ -157,13 +157,15 @@ class TimedClusterer:
 
 def reconstruct_event(module: Any, event: Event, clusterer: Callable[..., Tensor] | None,
                       timer: StageTimer, *, forward: Callable[..., Any] | None = None,
-                      hit_filter: HitFilter | None = None, clean: dict[str, Any] | None = None) -> pd.DataFrame:
+                      hit_filter: HitFilter | None = None, clean: dict[str, Any] | None = None,
+                      filter_forward: Callable[..., Any] | None = None) -> pd.DataFrame:
     """``DataFrame[hit_id, track_id]`` for one event; books features, model and clustering time.
 
     ``forward`` replaces ``module(batch)`` (e.g. a :class:`~trackformers.cuda_graph.GraphedForward`).
     ``hit_filter`` (a :class:`~trackformers.filtering.HitFilter`): only the hits it keeps go to ``module``;
     every dropped hit gets its own new track id. The filter's time (its features, model, the subset and the
-    merge) is booked as ``model``; it runs eagerly even when ``forward`` replays the tracker from CUDA graphs.
+    merge) is booked as ``model``; ``filter_forward`` replaces the filter module's forward as ``forward`` does
+    the tracker's (None: eager).
     ``clean``: keyword arguments of :func:`~trackformers.clustering.cleaning.clean_tracks` (``{}`` for its
     defaults): the tracks are cleaned with a helix fit on the hits' x, y, z (mm); booked as ``clustering``.
     """
@@ -173,12 +175,13 @@ def reconstruct_event(module: Any, event: Event, clusterer: Callable[..., Tensor
         from trackformers.clustering.cleaning import check_params, clean_submission
 
         params = check_params(clean)
-        sub = reconstruct_event(module, event, clusterer, timer, forward=forward, hit_filter=hit_filter)
+        sub = reconstruct_event(module, event, clusterer, timer, forward=forward, hit_filter=hit_filter,
+                                filter_forward=filter_forward)
         with timer("clustering"):
             return clean_submission(event.hits, sub, **params)
     if hit_filter is not None:
         t0 = time.perf_counter()
-        keep = hit_filter.keep(event)
+        keep = hit_filter.keep(event, forward=filter_forward)
         sub_event = hit_filter.subset(event, keep)
         filtering = time.perf_counter() - t0
         sub = reconstruct_event(module, sub_event, clusterer, timer, forward=forward)
@@ -346,8 +349,8 @@ def reconstruct_files(inputs: Sequence[str | Path], *, module: Any, out_dir: str
             it runs eagerly, and logs why, where it cannot).
         precision: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 on a CUDA GPU that has it, else fp32).
         hit_filter: a :class:`~trackformers.filtering.HitFilter` (on the same device): two-stage
-            reconstruction, see :func:`reconstruct_event` (the filter runs eagerly, also with CUDA graphs);
-            ``summary.kept`` counts the hits it kept.
+            reconstruction, see :func:`reconstruct_event` (with ``cuda_graphs`` the filter is replayed from
+            graphs of its own); ``summary.kept`` counts the hits it kept.
         clean: track cleaning after clustering (keyword arguments of
             :func:`~trackformers.clustering.cleaning.clean_tracks`, ``{}`` = its defaults; None = off), see
             :func:`reconstruct_event`; its time is booked as ``clustering``.
@@ -364,11 +367,13 @@ def reconstruct_files(inputs: Sequence[str | Path], *, module: Any, out_dir: str
     numerics = autocast_for(resolve_precision(precision, where), where)
     if where.type == "cuda":
         torch.cuda.reset_peak_memory_stats(where)
-    forward = None
+    forward = filter_forward = None
     if cuda_graphs:
         from trackformers.cuda_graph import GraphedForward
 
         forward = GraphedForward(module)
+        if hit_filter is not None:
+            filter_forward = GraphedForward(hit_filter.module)
     timer = StageTimer(device)
     timer.seconds = summary.seconds
     units = input_units(inputs, on_error, summary.skipped)
@@ -389,7 +394,7 @@ def reconstruct_files(inputs: Sequence[str | Path], *, module: Any, out_dir: str
         seen[event.event_id] = event.source
         with numerics:
             sub = reconstruct_event(module, event, clusterer, timer, forward=forward, hit_filter=hit_filter,
-                                    clean=clean)
+                                    clean=clean, filter_forward=filter_forward)
         with timer("write"):
             summary.written.append(write_output(event, sub, out_dir, fmt))
         summary.events += 1

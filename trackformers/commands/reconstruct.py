@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
@@ -99,6 +100,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--filter-min-hits", type=int, default=0, metavar="N",
                         help="apply --filter only to events of at least N hits (others keep every hit), e.g. "
                              "20000 with the shipped μ = 200 filter on inputs of mixed pile-up")
+    parser.add_argument("--filter-vertex-z", default=None, metavar="Z1,Z2,...",
+                        help="vertex hypotheses in mm along the beam for --filter: one filter pass per value on "
+                             "the event moved by -Z, a hit kept if any pass keeps it (default: the filter's own); "
+                             "write it with '=' when it starts with a minus: --filter-vertex-z=-80,0,80")
     parser.add_argument("--clean", action="store_true",
                         help="clean the tracks after clustering with helix fits from the origin: split tracks "
                              "that hold several helices, remove hits far off the fitted helix (singletons), "
@@ -170,21 +175,36 @@ def clean_params(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def load_filter(args: argparse.Namespace, device: Any) -> Any:
-    """The :class:`~trackformers.filtering.HitFilter` of ``--filter`` / ``--filter-threshold``, or None."""
+    """The :class:`~trackformers.filtering.HitFilter` of ``--filter`` and its options, or None."""
     threshold = args.filter_threshold
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise InputError(f"--filter-threshold {threshold}: expected a keep probability in (0, 1).")
     if args.filter_min_hits < 0:
         raise InputError(f"--filter-min-hits {args.filter_min_hits}: expected a number of hits >= 0.")
     if args.filter is None:
-        for flag, given in (("--filter-threshold", threshold is not None), ("--filter-min-hits", args.filter_min_hits)):
+        for flag, given in (("--filter-threshold", threshold is not None), ("--filter-min-hits", args.filter_min_hits),
+                            ("--filter-vertex-z", args.filter_vertex_z is not None)):
             if given:
                 raise InputError(f"{flag} needs --filter CKPT, the hit-filter checkpoint it applies to.")
         return None
     from trackformers.filtering import HitFilter
 
     return HitFilter.load(args.filter, device, threshold=threshold, backend=args.backend,
-                          min_hits=args.filter_min_hits)
+                          min_hits=args.filter_min_hits, vertex_z=parse_vertex_z(args.filter_vertex_z))
+
+
+def parse_vertex_z(text: str | None) -> list[float] | None:
+    """``"-80,0,80"`` → ``[-80.0, 0.0, 80.0]`` (mm); None → None; InputError naming the flag otherwise."""
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) for v in values):
+        raise InputError(f"--filter-vertex-z {text}: expected comma-separated finite z positions in mm, "
+                         "e.g. --filter-vertex-z=-80,-40,0,40,80.")
+    return values
 
 
 def print_metrics(metrics: dict[str, Any] | None) -> None:

@@ -22,6 +22,8 @@ class HitFilterTask(Task):
     keep_pt_min: GeV, target = 1 for hits of particles with pT ≥ it (noise: 0).
     pos_weight: BCE weight of the kept class. threshold: keep probability cut for tracking.
     dim: embedding dimension (0 = filter only). contrastive_weight: weight of the embedding loss.
+    vertex_z: z positions (mm) of the vertex hypotheses that two-stage reconstruction
+    (:class:`trackformers.filtering.HitFilter`) runs the filter for by default, one pass each; None = (0.0,).
     """
 
     default_clusterer = {"name": "dbscan", "eps": 0.25, "min_samples": 2}
@@ -39,8 +41,10 @@ class HitFilterTask(Task):
         n_random: int = 16,
         pt_min: float = 0.9,
         clusterer: dict[str, Any] | None = None,
+        vertex_z: list[float] | None = None,
     ) -> None:
         super().__init__(d_model, pt_min=pt_min, clusterer=clusterer)
+        self.vertex_z = tuple(float(z) for z in vertex_z) if vertex_z else (0.0,)
         self.head = mlp_head(d_model, 1 + dim)
         self.dim, self.keep_pt_min, self.pos_weight, self.threshold = dim, keep_pt_min, pos_weight, threshold
         self.contrastive_weight, self.temperature, self.window, self.n_random = (
