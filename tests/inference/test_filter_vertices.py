@@ -160,3 +160,32 @@ def test_cli_bad_vertex_hypotheses(tmp_path: Path, setup: dict[str, Path], capsy
     assert status == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert re.search(re.escape(message), err)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+# ---------------------------------------------------------------------------------------------- CUDA graphs
+def graphed_filter_run(event: Event, device: torch.device) -> tuple[np.ndarray, np.ndarray, object]:
+    """Probabilities of a 3-hypothesis filter (local attention) eagerly and through a GraphedForward."""
+    from trackformers.cuda_graph import GraphedForward
+
+    torch.manual_seed(5)
+    encoder = {**ENCODER, "init_args": {**ENCODER["init_args"], "d_model": 32, "backend": "local", "window": 16,
+                                              "n_layers": 2}}
+    module = TrackingModule(encoder=encoder, task={"class_path": "trackformers.models.tasks.HitFilterTask",
+                                                   "init_args": {"dim": 0}}).eval().to(device)
+    hit_filter = HitFilter(module, vertex_z=[-60.0, 0.0, 60.0])
+    forward = GraphedForward(module)
+    return hit_filter.probability(event), hit_filter.probability(event, forward=forward), forward
+
+
+def test_graphed_filter_off_cuda_runs_eagerly(event: Event, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # the banded torch path on a CPU
+    eager, graphed, forward = graphed_filter_run(event, torch.device("cpu"))
+    np.testing.assert_array_equal(graphed, eager)
+    assert forward.reason and not forward.graphs
+
+
+@pytest.mark.gpu
+def test_graphed_filter_equals_eager_on_cuda(event: Event) -> None:
+    eager, graphed, forward = graphed_filter_run(event, torch.device("cuda"))
+    assert forward.reason is None and len(forward.graphs) == 1  # the three passes share one length bucket
+    np.testing.assert_allclose(graphed, eager, rtol=0, atol=2e-5)
