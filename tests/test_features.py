@@ -6,10 +6,11 @@ import math
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from trackformers.events import Event
-from trackformers.features import FeatureConfig, hit_features, hit_targets, pack_events, phi_sort
+from trackformers.features import FeatureConfig, hit_features, hit_targets, moved_along_beam, pack_events, phi_sort
 
 
 def toy_event(n_particles: int, n_noise: int, seed: int, event_id: int = 0, cells: bool = False) -> Event:
@@ -125,3 +126,33 @@ def test_large_particle_ids_stay_exact() -> None:
     ev.truth = ev.truth.iloc[1:]  # one hit without a truth row → noise
     t = hit_targets(ev)
     assert big in t["particle_id"].tolist()
+
+
+def moved(event: Event, dz: float) -> Event:
+    """Reference: the event with its hits moved by hand to z + dz (mm)."""
+    hits = event.hits.copy()
+    hits["z"] = (hits["z"].to_numpy(np.float64) + dz).astype(hits["z"].dtype)
+    return Event(event.event_id, hits, event.truth, event.particles, cells=event.cells)
+
+
+@pytest.mark.parametrize("dz", [-137.5, -40.0, 0.0, 3.25, 80.0])
+@pytest.mark.parametrize("cells", [False, True])
+def test_moved_along_beam_equals_packing_the_moved_event(dz: float, cells: bool) -> None:
+    config = FeatureConfig(use_cells=cells)
+    event = toy_event(23, 7, seed=5, cells=cells)
+    event.hits.loc[3, ["x", "y"]] = 0.0  # a hit on the beam line: η takes the limiting ±10 of its z's sign
+    event.hits.loc[3, "z"] = 12.0 if dz >= -12.0 else -300.0
+    batch = pack_events([event], config, targets=False)
+    before = batch.features.clone()
+    got = moved_along_beam(batch, dz, config)
+    want = pack_events([moved(event, dz)], config, targets=False)
+    torch.testing.assert_close(got.features, want.features, rtol=1e-6, atol=2e-7)
+    torch.testing.assert_close(got.eta, want.eta, rtol=1e-6, atol=2e-6)
+    for name in ("categories", "cu_seqlens", "sort_index", "unsort_index", "hit_ids", "phi"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
+    assert torch.equal(batch.features, before)  # the input batch is left as it was
+    if dz == 0.0:
+        assert got is batch
+    else:  # the z and η columns did change, so the comparison above could fail
+        assert not torch.equal(got.features[:, 3], before[:, 3]) and not torch.equal(got.features[:, 4], before[:, 4])
+        assert float(got.eta[3]) in (10.0, -10.0)  # rows are in hits-table order

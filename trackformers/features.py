@@ -12,7 +12,7 @@ cheap, informative inputs for tracks. Categorical ids (volume, layer) go to embe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -65,6 +65,27 @@ def hit_geometry(hits: pd.DataFrame) -> dict[str, np.ndarray]:
         eta = np.where(r > 0, np.arcsinh(z / np.where(r > 0, r, 1.0)), np.sign(z) * 10.0)
         inv = np.where(r2 > 0, 1.0 / np.where(r2 > 0, r2, 1.0), 0.0)
     return {"r": r, "phi": phi, "z": z, "eta": eta, "u": x * inv, "v": y * inv}
+
+
+def moved_along_beam(batch: PackedBatch, dz: float, config: FeatureConfig | None = None) -> PackedBatch:
+    """``batch`` (packed with ``config``) as if every hit had moved by ``dz`` mm along the beam (z + dz).
+
+    Only the z-dependent parts change: the z and η feature columns and ``batch.eta``; r, φ, u, v, the cells'
+    columns and the φ order do not depend on z. Equal (to float32 rounding) to packing the moved event
+    again, at a fraction of the cost; tensors stay on the batch's device. The batch itself is not modified.
+    """
+    config = config or FeatureConfig()
+    if dz == 0.0:
+        return batch
+    f = batch.features
+    r = f[:, 0].double() * config.r_scale
+    z = f[:, 3].double() * config.z_scale + dz
+    # as hit_geometry: η = asinh(z / r), and the limiting ±10 for a hit on the beam line
+    eta = torch.where(r > 0, torch.asinh(z / torch.where(r > 0, r, torch.ones_like(r))), torch.sign(z) * 10.0)
+    features = f.clone()
+    features[:, 3] = (z / config.z_scale).to(f.dtype)
+    features[:, 4] = (eta / config.eta_scale).to(f.dtype)
+    return replace(batch, features=features, eta=eta.to(batch.eta.dtype))
 
 
 def cell_features(hits: pd.DataFrame, cells: pd.DataFrame | None) -> np.ndarray:

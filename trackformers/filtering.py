@@ -9,7 +9,7 @@ submission of the subset back into one for the whole event (every dropped hit it
 
 **Vertex hypotheses.** A filter trained on events whose interactions spread along the beam (σ_z ≈ 55 mm) learns
 to keep the tracks that point back to z ≈ 0 and drops many from vertices at |z| ≳ 50 mm (measured on the
-shipped filter: docs/models.md). ``vertex_z`` runs it once per hypothesis z_v (mm) on the event translated by
+shipped filter: docs/models.md). ``vertex_z`` runs it once per hypothesis z_v (mm) on the event moved by
 −z_v along the beam, so that tracks from a vertex near z_v point back to the origin, and keeps a hit if any
 pass keeps it (its probability is the maximum over the passes). The default is the filter task's own
 ``vertex_z`` (``(0.0,)``: one pass on the event as it is).
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -81,31 +82,36 @@ class HitFilter:
     @torch.no_grad()
     def probability(self, event: Event, *, forward: Callable[..., Any] | None = None) -> np.ndarray:
         """(N,) float32 keep probability per hit, row i for ``event.hits`` row i: the maximum over the vertex
-        hypotheses (one filter pass each, on the event translated by −z_v along the beam).
+        hypotheses (one filter pass each, on the event moved by −z_v along the beam).
 
-        The event is packed exactly as ``TrackingModule.reconstruct`` packs it; the packed rows are in the
-        hits-table order (the encoder φ-sorts internally and returns its states unsorted).
+        The event is packed once, exactly as ``TrackingModule.reconstruct`` packs it, and each pass moves the
+        packed batch (:func:`trackformers.features.moved_along_beam`: equal to packing the moved event, at a
+        fraction of the cost); the rows are in the hits-table order (the encoder φ-sorts internally and
+        returns its states unsorted). ``forward`` runs the module instead of ``module(batch)`` (e.g. a
+        :class:`~trackformers.cuda_graph.GraphedForward`).
         """
-        if len(event.hits) == 0:
-            return np.zeros(0, np.float32)
-        best: np.ndarray | None = None
-        for z in self.vertex_z:
-            p = self._pass(translated(event, -z), forward)
-            best = p if best is None else np.maximum(best, p)
-        assert best is not None
-        return best
-
-    def _pass(self, event: Event, forward: Callable[..., Any] | None) -> np.ndarray:
-        """(N,) float32 keep probability of one filter pass over ``event`` as it is."""
         n = len(event.hits)
+        if n == 0:
+            return np.zeros(0, np.float32)
         from trackformers.attention.api import BackendUnavailable
+        from trackformers.features import moved_along_beam, pack_events
 
-        try:
-            _, outputs = self.module.event_outputs(event, forward=forward)
-        except BackendUnavailable as err:  # e.g. a dense-trained filter on a 500k-hit event
-            raise InputError(f"{event.source}: event {event.event_id} ({n} hits): the hit filter {self.source}: "
-                             f"{err}; expected a backend that scales to it, e.g. --backend auto.") from None
-        return torch.sigmoid(outputs["keep_logit"].float()).cpu().numpy().reshape(n)
+        config = self.module.feature_config
+        t0 = time.perf_counter()
+        batch = pack_events([event], config, targets=False).to(self.module.device)
+        self.module.last_timings = {"features": time.perf_counter() - t0}
+        best: torch.Tensor | None = None
+        for z in self.vertex_z:
+            try:
+                outputs = self.module.batch_outputs(moved_along_beam(batch, -z, config), forward=forward)
+            except BackendUnavailable as err:  # e.g. a dense-trained filter on a 500k-hit event
+                raise InputError(f"{event.source}: event {event.event_id} ({n} hits): the hit filter "
+                                 f"{self.source}: {err}; expected a backend that scales to it, e.g. --backend "
+                                 "auto.") from None
+            p = torch.sigmoid(outputs["keep_logit"].float())
+            best = p if best is None else torch.maximum(best, p)
+        assert best is not None
+        return best.cpu().numpy().reshape(n)
 
     def keep(self, event: Event, *, forward: Callable[..., Any] | None = None) -> np.ndarray:
         """(N,) bool: True for the hits of ``event.hits`` (same row order) to hand to the tracker; all True
@@ -158,18 +164,6 @@ class HitFilter:
         start = int(sub_tracks.max()) + 1 if len(sub_tracks) else 0
         track[~keep] = start + np.arange(int((~keep).sum()), dtype=np.int64)
         return pd.DataFrame({"hit_id": hit_ids, "track_id": track})
-
-
-def translated(event: Event, dz: float) -> Event:
-    """``event`` with every hit moved by ``dz`` mm along the beam (hits' z + dz); the same event if dz = 0.
-
-    Only the hits table changes (the filter reads hits only); truth, particles and cells stay as they are.
-    """
-    if dz == 0.0:
-        return event
-    hits = event.hits.copy()
-    hits["z"] = hits["z"].to_numpy(np.float64) + dz
-    return dataclasses.replace(event, hits=hits.astype({"z": event.hits["z"].dtype}))
 
 
 def _checked(event: Event, keep: np.ndarray) -> np.ndarray:

@@ -7,14 +7,13 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from trackformers.cli import main
 from trackformers.errors import InputError
 from trackformers.events import Event
-from trackformers.filtering import HitFilter, translated, write_settings
+from trackformers.filtering import HitFilter, write_settings
 from trackformers.io import write_events
 from trackformers.io.submission import read_submission
 from trackformers.simulation import simulate
@@ -50,17 +49,6 @@ def one_pass(module: TrackingModule, event: Event, z_vertex: float) -> np.ndarra
     return torch.sigmoid(out["keep_logit"].float()).numpy()
 
 
-def test_translated_moves_z_only(event: Event) -> None:
-    assert translated(event, 0.0) is event
-    moved = translated(event, -37.5)
-    assert moved.hits["z"].dtype == event.hits["z"].dtype
-    np.testing.assert_allclose(moved.hits["z"].to_numpy(np.float64), event.hits["z"].to_numpy(np.float64) - 37.5,
-                               atol=1e-5)
-    pd.testing.assert_frame_equal(moved.hits.drop(columns="z"), event.hits.drop(columns="z"))
-    assert moved.truth is event.truth and moved.particles is event.particles
-    assert event.hits["z"].to_numpy().std() > 0  # the input was not changed in place
-
-
 def test_probability_is_the_maximum_over_the_passes(event: Event) -> None:
     module = tiny_filter()
     zs = [-60.0, 0.0, 45.0]
@@ -68,10 +56,10 @@ def test_probability_is_the_maximum_over_the_passes(event: Event) -> None:
     # the passes must differ, or the maximum below could not tell a wrong translation from a right one
     assert np.abs(passes[0] - passes[1]).max() > 1e-3 and np.abs(passes[2] - passes[1]).max() > 1e-3
     got = HitFilter(module, vertex_z=zs).probability(event)
-    np.testing.assert_allclose(got, passes.max(0), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got, passes.max(0), rtol=0, atol=1e-5)  # η from float32 r, z
     np.testing.assert_allclose(HitFilter(module).probability(event), passes[1], rtol=0, atol=1e-6)
     # the sign: hypothesis +45 moves the event by -45 (a vertex at z = +45 mm lands on the origin)
-    np.testing.assert_allclose(HitFilter(module, vertex_z=[45.0]).probability(event), passes[2], atol=1e-6)
+    np.testing.assert_allclose(HitFilter(module, vertex_z=[45.0]).probability(event), passes[2], rtol=0, atol=1e-5)
     assert np.abs(passes[2] - one_pass(module, event, -45.0)).max() > 1e-3
 
 

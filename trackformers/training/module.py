@@ -251,10 +251,16 @@ class TrackingModule(pl.LightningModule):
         t0 = time.perf_counter()
         batch = pack_events([event], self.feature_config, targets=False).to(self.device)
         self.last_timings = {"features": time.perf_counter() - t0}
+        return batch, self.batch_outputs(batch, forward=forward)
+
+    @torch.no_grad()
+    def batch_outputs(self, batch: PackedBatch, *, forward: Any = None) -> dict[str, torch.Tensor]:
+        """The model's outputs on a packed batch already on this module's device, in eval mode (the previous
+        mode restored); ``forward`` runs the model instead of ``self(batch)``."""
         was_training = self.training
         self.eval()
         try:
-            return batch, (self(batch) if forward is None else forward(batch))
+            return self(batch) if forward is None else forward(batch)
         finally:
             self.train(was_training)
 
