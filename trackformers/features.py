@@ -100,10 +100,12 @@ def cell_features(hits: pd.DataFrame, cells: pd.DataFrame | None) -> np.ndarray:
     return out
 
 
-def hit_features(event, config: FeatureConfig | None = None) -> np.ndarray:  # noqa: ANN001 - Event
-    """(N, F) float32 normalised features of ``event``'s hits, in the hits table's order."""
+def hit_features(event, config: FeatureConfig | None = None,  # noqa: ANN001 - Event
+                 geometry: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """(N, F) float32 normalised features of ``event``'s hits, in the hits table's order (``geometry``: the
+    hits' :func:`hit_geometry` when the caller has it already)."""
     config = config or FeatureConfig()
-    g = hit_geometry(event.hits)
+    g = hit_geometry(event.hits) if geometry is None else geometry
     cols = [
         g["r"] / config.r_scale,
         np.cos(g["phi"]),
@@ -181,10 +183,10 @@ def pack_events(events: Sequence, config: FeatureConfig | None = None, *,  # noq
     want_targets = targets
     feats, cats, hit_ids, phis, etas, lengths, targets = [], [], [], [], [], [], []
     for event in events:
-        feats.append(hit_features(event, config))
+        g = hit_geometry(event.hits)
+        feats.append(hit_features(event, config, g))
         cats.append(hit_categories(event.hits))
         hit_ids.append(event.hits["hit_id"].to_numpy(np.int64))
-        g = hit_geometry(event.hits)
         phis.append(g["phi"].astype(np.float32))
         etas.append(g["eta"].astype(np.float32))
         lengths.append(len(event.hits))
