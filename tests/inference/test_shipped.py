@@ -30,8 +30,12 @@ def test_shipped_filter_keeps_hard_particle_hits(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     module = TrackingModule.load_checkpoint(FILTER)  # auto: a banded backend that runs on the CPU
     assert type(module.task).__name__ == "HitFilterTask" and module.task.dim == 0
+    # the model card's settings: target pT >= 0.8 GeV, five vertex hypotheses, threshold 0.8
+    hit_filter = HitFilter(module)
+    assert module.task.keep_pt_min == 0.8 and hit_filter.threshold == 0.8
+    assert hit_filter.vertex_z == (-80.0, -40.0, 0.0, 40.0, 80.0)
     event = next(iter(simulate(1, seed=3_000_001, pileup=60, volumes=(7, 8, 9))))
-    keep = HitFilter(module).keep(event)
+    keep = hit_filter.keep(event)
     # the training target itself (hit of a particle with pT >= keep_pt_min), rows in hits-table order
     target = module.task.target(pack_events([event], module.feature_config)).bool().numpy()
     efficiency = keep[target].mean()
