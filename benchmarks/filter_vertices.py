@@ -7,6 +7,8 @@ Printed:
 * ``--by-vz``: per single pass, the fraction of reconstructable particles (pT ≥ 0.9 GeV, ≥ 3 hits) of which
   the filter keeps no hit at 0.5, in bins of the particle's vertex z (mm) — the filter's bias to vertices
   near the origin, and how a hypothesis moves it;
+* ``--lost``: per set and threshold, the fraction of reconstructable particles that keep at most half of their
+  hits (a track of them can then not pass double majority), in bins of η, pT (GeV), hits and vz (mm);
 * per hypothesis set (keep probability = the maximum over its passes), threshold and tracker clusterer:
   hits kept, then the two-stage result scored on the whole event (means over events), exactly what
   ``trackformers reconstruct EVENTS --filter F --filter-vertex-z=SET --filter-threshold T --checkpoint TRACKER
@@ -22,6 +24,7 @@ Example (CPU)::
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -37,13 +40,21 @@ from trackformers.training.module import TrackingModule
 VZ_BINS = (-300.0, -100.0, -50.0, 0.0, 50.0, 100.0, 300.0)
 
 
+LOST_BINS = {"eta": (-4.0, -2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 4.0), "pt": (0.9, 1.0, 1.2, 1.5, 2.0, 3.0, 5.0, 100.0),
+             "hits": (2, 3, 4, 5, 6, 8, 40), "vz": VZ_BINS}
+
+
 def particles_lost(event: Event, keep: np.ndarray) -> pd.DataFrame:
-    """Reconstructable particles (pT ≥ 0.9 GeV, ≥ 3 hits) with vz (mm) and ``none`` = no hit kept."""
+    """Reconstructable particles (pT ≥ 0.9 GeV, ≥ 3 hits): vz (mm), η, pT (GeV), hits; ``none`` = no hit kept,
+    ``half`` = at most half of the hits kept."""
     pid = event.truth.set_index("hit_id").loc[event.hits["hit_id"].to_numpy(), "particle_id"].to_numpy()
     hits = pd.DataFrame({"pid": pid, "keep": keep})[pid != 0]
     per = hits.groupby("pid")["keep"].agg(["size", "sum"]).join(event.particles.set_index("particle_id"))
-    per = per[(np.hypot(per["px"], per["py"]) >= 0.9) & (per["size"] >= 3)]
-    return pd.DataFrame({"vz": per["vz"], "none": per["sum"] == 0})
+    pt = np.hypot(per["px"], per["py"])
+    per = per[(pt >= 0.9) & (per["size"] >= 3)]
+    pt = np.hypot(per["px"], per["py"])
+    return pd.DataFrame({"vz": per["vz"], "eta": np.arcsinh(per["pz"] / pt), "pt": pt, "hits": per["size"],
+                         "none": per["sum"] == 0, "half": per["sum"] <= per["size"] / 2})
 
 
 def main() -> None:
@@ -56,11 +67,12 @@ def main() -> None:
     p.add_argument("--hdbscan", nargs="*", default=[], metavar="MCS,MS",
                    help="HDBSCAN min_cluster_size,min_samples settings (none: the tracker's own)")
     p.add_argument("--by-vz", action="store_true", help="print the per-pass loss in bins of vertex z")
+    p.add_argument("--lost", action="store_true", help="print who keeps at most half of the hits, per set")
     args = p.parse_args()
     hit_filter = HitFilter.load(args.filter, torch.device("cpu"))
     tracker = TrackingModule.load_checkpoint(args.tracker)
     sets = [tuple(float(z) for z in s.split(",")) for s in args.sets.split(";")]
-    events = [read_event(prefix) for prefix in prefixes(args.events)]
+    events = [read_event(prefix) for prefix in prefixes(Path(args.events))]
     passes: dict[tuple[int, float], np.ndarray] = {}
     for event in events:
         for z in sorted({z for s in sets for z in s}):
@@ -75,6 +87,14 @@ def main() -> None:
                   for a, b in (h.split(",") for h in args.hdbscan)] or [(None, "tracker's own clusterer")]
     for s in sets:
         for threshold in (float(t) for t in args.thresholds.split(",")):
+            if args.lost:
+                lost = pd.concat([particles_lost(e, np.max([passes[e.event_id, z] for z in s], 0) >= threshold)
+                                  for e in events])
+                print(f"vertex_z {','.join(f'{z:g}' for z in s)} threshold {threshold}: at most half of the hits "
+                      f"kept for {lost['half'].mean():.3f} of {len(lost)} particles", flush=True)
+                for col, bins in LOST_BINS.items():
+                    rate = lost.groupby(pd.cut(lost[col], bins), observed=False)["half"].agg(["mean", "size"])
+                    print(f"  by {col}:", " ".join(f"{i}:{m:.2f}({n})" for i, (m, n) in rate.iterrows()), flush=True)
             for clusterer, name in clusterers:
                 rows = []
                 for event in events:
