@@ -188,13 +188,22 @@ def write_settings(source: str | Path, dest: str | Path, *, vertex_z: Sequence[f
 
     payload = torch.load(source, map_location="cpu", weights_only=True)
     try:
-        args = payload["hyper_parameters"]["task"]["init_args"]
+        task = payload["hyper_parameters"]["task"]
+        args = task["init_args"]
     except (KeyError, TypeError):
         raise InputError(f"checkpoint {source}: no hyper_parameters.task.init_args to store the filter settings "
                          "in; expected a trackformers checkpoint.") from None
+    # checked here, not by loading the result: another task fails there on the unknown argument, with the
+    # temporary file's name in the message
+    if not str(task.get("class_path", "")).endswith("HitFilterTask"):
+        raise InputError(f"checkpoint {source}: its task is {task.get('class_path')}; expected a hit filter "
+                         "(trackformers.models.tasks.HitFilterTask).")
     settings: dict[str, Any] = {}
     if vertex_z is not None:
         settings["vertex_z"] = [float(z) for z in vertex_z]
+        if not settings["vertex_z"]:  # the task would read an empty list as its default (0.0,): say so instead
+            raise InputError("filter vertex_z []: expected one or more finite z positions (mm) of vertex "
+                             "hypotheses, e.g. -80,-40,0,40,80.")
     if threshold is not None:
         settings["threshold"] = float(threshold)
     args.update(settings)

@@ -93,10 +93,17 @@ def test_bad_hypotheses_are_refused(values: list[float], tmp_path: Path) -> None
     with pytest.raises(InputError, match="vertex hypotheses"):
         HitFilter(tiny_filter(), vertex_z=values)
     plain = tiny_filter().export_checkpoint(tmp_path / "plain.ckpt")
-    if values:  # an empty list means "the task's default" to the task; write_settings stores it as given
-        with pytest.raises(InputError, match="vertex hypotheses"):
-            write_settings(plain, tmp_path / "bad.ckpt", vertex_z=values)
-        assert not (tmp_path / "bad.ckpt").exists() and not list(tmp_path.glob(".bad.ckpt.*"))
+    with pytest.raises(InputError, match="vertex hypotheses"):  # [] too: the task would read it as (0.0,)
+        write_settings(plain, tmp_path / "bad.ckpt", vertex_z=values)
+    assert not (tmp_path / "bad.ckpt").exists() and not list(tmp_path.glob(".bad.ckpt.*"))
+
+
+def test_settings_only_for_a_filter(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    tracker = TrackingModule(**TRACKER).export_checkpoint(tmp_path / "tracker.ckpt")
+    with pytest.raises(InputError, match=r"tracker\.ckpt: its task is .*EmbeddingTask; expected a hit filter"):
+        write_settings(tracker, tmp_path / "bad.ckpt", threshold=0.5)
+    assert not (tmp_path / "bad.ckpt").exists() and not list(tmp_path.glob(".bad.ckpt.*"))
 
 
 # ---------------------------------------------------------------------------------------------- the command
