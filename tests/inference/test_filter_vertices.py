@@ -143,6 +143,17 @@ def test_cli_vertex_hypotheses(tmp_path: Path, setup: dict[str, Path], event: Ev
     assert one["track_id"].nunique() > three["track_id"].nunique()
 
 
+def test_cli_cuda_graphs_with_the_filter(tmp_path: Path, setup: dict[str, Path], event: Event) -> None:
+    # off CUDA both GraphedForwards run eagerly: the same submission, and the filter's one must wrap the filter
+    # module (the tracker's module has no keep_logit output)
+    args = ("--filter", str(setup["filter"]), "--filter-threshold", "0.5", "--filter-vertex-z=-80,0,80")
+    assert reconstruct(setup, tmp_path / "eager", *args) == 0
+    assert reconstruct(setup, tmp_path / "graphs", *args, "--cuda-graphs") == 0
+    name = f"{event.name}-submission.csv"
+    eager, graphs = read_submission(tmp_path / "eager" / name), read_submission(tmp_path / "graphs" / name)
+    assert eager.equals(graphs) and eager["track_id"].nunique() < len(event.hits)
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     (("--filter", "FILTER", "--filter-vertex-z", "0,x"), "--filter-vertex-z 0,x: expected comma-separated"),
     (("--filter", "FILTER", "--filter-vertex-z", "nan"), "expected comma-separated finite"),
