@@ -91,6 +91,26 @@ def test_targets_from_particles() -> None:
         assert t["charge"][i] == row.q
 
 
+def test_target_vertex_z_from_particles_nan_when_unknown() -> None:
+    ev = toy_event(4, 3, seed=3)
+    ev.particles["vz"] = [-70.5, 0.0, 12.25, 130.0]
+    missing = int(ev.particles["particle_id"].iloc[3])
+    ev.particles = ev.particles.iloc[:3]  # the last particle has hits but no particles row
+    t = hit_targets(ev)
+    by_pid = dict(zip(ev.particles["particle_id"], ev.particles["vz"]))
+    for pid, vz in zip(t["particle_id"], t["vz"]):
+        if pid == 0:
+            assert vz == 0.0
+        elif pid == missing:
+            assert np.isnan(vz)
+        else:
+            assert vz == np.float32(by_pid[pid])
+    assert t["vz"].dtype == np.float32 and (t["particle_id"] == missing).sum() == 4
+    batch = pack_events([ev, toy_event(2, 1, seed=4)])
+    assert batch.vz is not None and batch.vz.shape == (batch.num_hits,)
+    torch.testing.assert_close(batch.vz[: len(t["vz"])], torch.from_numpy(t["vz"]), equal_nan=True)
+
+
 def test_sort_unsort_round_trip_and_phi_order() -> None:
     events = [toy_event(5, 4, seed=s, event_id=s) for s in (4, 5, 6)]
     batch = pack_events(events)
@@ -156,3 +176,14 @@ def test_moved_along_beam_equals_packing_the_moved_event(dz: float, cells: bool)
     else:  # the z and η columns did change, so the comparison above could fail
         assert not torch.equal(got.features[:, 3], before[:, 3]) and not torch.equal(got.features[:, 4], before[:, 4])
         assert float(got.eta[3]) in (10.0, -10.0)  # rows are in hits-table order
+
+
+def test_moved_along_beam_moves_the_truth_vertex_with_the_hits() -> None:
+    event = toy_event(6, 3, seed=9)
+    event.particles["vz"] = np.linspace(-90.0, 90.0, 6)
+    batch = pack_events([event])
+    vz = batch.vz.clone()
+    got = moved_along_beam(batch, -40.0)
+    torch.testing.assert_close(got.vz, vz - 40.0)
+    assert torch.equal(batch.vz, vz)  # the input batch is left as it was
+    assert moved_along_beam(pack_events([event], targets=False), 5.0).vz is None

@@ -13,6 +13,9 @@ from typing import Any
 
 import torch
 
+#: The per-hit truth fields of :class:`PackedBatch` (None on a batch without truth).
+TRUTH_FIELDS = ("particle_id", "pt", "p_eta", "momentum", "charge", "nhits", "vz")
+
 
 @dataclass
 class PackedBatch:
@@ -34,6 +37,7 @@ class PackedBatch:
         momentum: (N, 3) float32 particle momentum (px, py, pz) [GeV].
         charge: (N,) float32 particle charge [e] (0 for noise or unknown).
         nhits: (N,) int64 number of hits of the hit's particle in this (volume-selected) event.
+        vz: (N,) float32 z [mm] of the hit's particle's production vertex (NaN when unknown, 0 for noise).
         events: the source :class:`~trackformers.events.Event` objects (for metrics), or None.
     """
 
@@ -53,6 +57,7 @@ class PackedBatch:
     momentum: torch.Tensor | None = None
     charge: torch.Tensor | None = None
     nhits: torch.Tensor | None = None
+    vz: torch.Tensor | None = None
     events: list[Any] | None = None
 
     @property

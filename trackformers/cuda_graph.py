@@ -35,13 +35,13 @@ import logging
 import math
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from trackformers.batch import PackedBatch
+from trackformers.batch import TRUTH_FIELDS, PackedBatch
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,7 @@ def pad_batch(batch: PackedBatch, length: int) -> PackedBatch:
         rows[name] = torch.cat([t, t.new_full((pad, *t.shape[1:]), fill)])
     tail = torch.arange(n, length, device=dev, dtype=batch.sort_index.dtype)
     cu = torch.tensor([0, n, length], dtype=batch.cu_seqlens.dtype, device=batch.cu_seqlens.device)
-    truth = {f.name: None for f in fields(batch) if f.name in
-             ("particle_id", "pt", "p_eta", "momentum", "charge", "nhits")}
+    truth = dict.fromkeys(TRUTH_FIELDS)
     return replace(batch, **rows, **truth, sort_index=torch.cat([batch.sort_index.to(dev), tail]),
                    unsort_index=torch.cat([batch.unsort_index.to(dev), tail]), cu_seqlens=cu,
                    max_seqlen=max(n, pad), event_ids=torch.cat([batch.event_ids, batch.event_ids.new_full((1,), -1)]),

@@ -71,8 +71,9 @@ def moved_along_beam(batch: PackedBatch, dz: float, config: FeatureConfig | None
     """``batch`` (packed with ``config``) as if every hit had moved by ``dz`` mm along the beam (z + dz).
 
     Only the z-dependent parts change: the z and η feature columns and ``batch.eta``; r, φ, u, v, the cells'
-    columns and the φ order do not depend on z. Equal (to float32 rounding) to packing the moved event
-    again, at a fraction of the cost; tensors stay on the batch's device. The batch itself is not modified.
+    columns and the φ order do not depend on z. The truth vertex ``batch.vz`` moves with the hits. Equal (to
+    float32 rounding) to packing the moved event again, at a fraction of the cost; tensors stay on the batch's
+    device. The batch itself is not modified.
     """
     config = config or FeatureConfig()
     if dz == 0.0:
@@ -85,7 +86,8 @@ def moved_along_beam(batch: PackedBatch, dz: float, config: FeatureConfig | None
     features = f.clone()
     features[:, 3] = (z / config.z_scale).to(f.dtype)
     features[:, 4] = (eta / config.eta_scale).to(f.dtype)
-    return replace(batch, features=features, eta=eta.to(batch.eta.dtype))
+    vz = None if batch.vz is None else batch.vz + dz  # noise rows move too: the target ignores them
+    return replace(batch, features=features, eta=eta.to(batch.eta.dtype), vz=vz)
 
 
 def cell_features(hits: pd.DataFrame, cells: pd.DataFrame | None) -> np.ndarray:
@@ -146,6 +148,7 @@ def hit_targets(event) -> dict[str, np.ndarray] | None:  # noqa: ANN001 - Event
     mom = np.zeros((len(hits), 3), np.float64)
     mom[has] = event.truth[["tpx", "tpy", "tpz"]].to_numpy(np.float64)[row[has]]
     charge = np.zeros(len(hits), np.float64)
+    vz = np.full(len(hits), np.nan)
     parts = event.particles
     if parts is not None and len(parts):
         p = parts.set_index("particle_id")
@@ -153,15 +156,18 @@ def hit_targets(event) -> dict[str, np.ndarray] | None:  # noqa: ANN001 - Event
         known = prow >= 0
         mom[known] = p[["px", "py", "pz"]].to_numpy(np.float64)[prow[known]]
         charge[known] = p["q"].to_numpy(np.float64)[prow[known]]
+        vz[known] = p["vz"].to_numpy(np.float64)[prow[known]]
     noise = pid == 0
     mom[noise] = 0.0
+    vz[noise] = 0.0
     pt = np.hypot(mom[:, 0], mom[:, 1])
     with np.errstate(divide="ignore", invalid="ignore"):
         p_eta = np.where(pt > 0, np.arcsinh(mom[:, 2] / np.where(pt > 0, pt, 1.0)), 0.0)
     _, inverse, counts = np.unique(pid, return_inverse=True, return_counts=True)
     nhits = np.where(noise, 0, counts[inverse]).astype(np.int64)
     return {"particle_id": pid, "pt": pt.astype(np.float32), "p_eta": p_eta.astype(np.float32),
-            "momentum": mom.astype(np.float32), "charge": charge.astype(np.float32), "nhits": nhits}
+            "momentum": mom.astype(np.float32), "charge": charge.astype(np.float32), "nhits": nhits,
+            "vz": vz.astype(np.float32)}
 
 
 def phi_sort(phi: torch.Tensor, cu_seqlens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,4 +226,5 @@ def pack_events(events: Sequence, config: FeatureConfig | None = None, *,  # noq
         batch.momentum = torch.from_numpy(np.concatenate([t["momentum"] for t in targets]))
         batch.charge = torch.from_numpy(np.concatenate([t["charge"] for t in targets]))
         batch.nhits = torch.from_numpy(np.concatenate([t["nhits"] for t in targets]))
+        batch.vz = torch.from_numpy(np.concatenate([t["vz"] for t in targets]))
     return batch

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from trackformers.batch import TRUTH_FIELDS
 from trackformers.cuda_graph import GraphedForward, bucket_length, pad_batch
 from trackformers.features import pack_events
 from trackformers.simulation import simulate
@@ -58,6 +59,7 @@ def test_padding_leaves_real_rows_unchanged(event: object, encoder: str, extra: 
     assert padded.cu_seqlens.tolist() == [0, n, n + extra]
     assert torch.equal(padded.sort_index[:n], batch.sort_index)
     assert torch.equal(padded.sort_index[padded.unsort_index], torch.arange(n + extra))
+    assert batch.has_truth and all(getattr(padded, name) is None for name in TRUTH_FIELDS)  # not padded: dropped
     with torch.no_grad():
         want = module(batch)["embedding"]
         got = module(padded)["embedding"]

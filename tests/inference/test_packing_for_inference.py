@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from trackformers.batch import TRUTH_FIELDS
 from trackformers.features import pack_events
 from trackformers.simulation import simulate
 
@@ -17,5 +18,5 @@ def test_pack_without_targets_is_the_same_batch_minus_truth() -> None:
                  "phi", "eta"):
         assert torch.equal(getattr(full, name), getattr(bare, name)), name
     assert bare.max_seqlen == full.max_seqlen
-    assert all(getattr(bare, name) is None for name in ("particle_id", "pt", "p_eta", "momentum", "charge",
-                                                         "nhits"))
+    assert all(getattr(bare, name) is None for name in TRUTH_FIELDS)
+    assert all(getattr(full, name) is not None for name in TRUTH_FIELDS)

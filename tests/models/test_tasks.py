@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from test_features import toy_event
 
 from trackformers.events import Event
-from trackformers.features import pack_events
+from trackformers.features import moved_along_beam, pack_events
 from trackformers.models.encoder import Encoder
 from trackformers.models.tasks import (
     ClassificationTask,
@@ -80,6 +82,31 @@ def test_classification_targets_bins() -> None:
     mom = batch.momentum[~noise]
     assert torch.equal(t["phi"][~noise], (torch.atan2(mom[:, 1], mom[:, 0]) >= 0).long())
     assert torch.equal(t["qpt"][~noise], (batch.charge[~noise] > 0).long())
+
+
+def test_filter_target_vertex_window_and_its_passes() -> None:
+    event = toy_event(8, 3, seed=11)
+    event.particles["vz"] = [-95.0, -60.0, -30.0, -29.0, 0.0, 30.0, 31.0, 70.0]
+    event.particles["px"] *= 10.0  # every particle above the pT cut: the window alone decides
+    event.particles.loc[event.particles.index[4], ["px", "py"]] = 0.1  # but this one is soft
+    batch = pack_events([event])
+    pid, vz = batch.particle_id, batch.vz
+    soft = event.particles["particle_id"].iloc[4]
+    plain = HitFilterTask(16, keep_pt_min=0.8).target(batch)
+    assert torch.equal(plain.bool(), (pid != 0) & (pid != soft))  # no window: every hard particle
+    task = HitFilterTask(16, keep_pt_min=0.8, keep_vz_window=30.0)
+    for z in (0.0, -60.0, 40.0, -100.0):  # a pass for hypothesis z sees the event moved by −z
+        got = task.target(moved_along_beam(batch, -z)).bool()
+        want = (pid != 0) & (pid != soft) & ((vz - z).abs() <= 30.0)
+        assert torch.equal(got, want), z
+    assert int(task.target(batch).sum()) == 3 * 4  # −30, 0 (soft: out), 30 inside, −29 inside: 3 particles
+    unknown = pack_events([event])
+    unknown.vz[pid == event.particles["particle_id"].iloc[0]] = float("nan")  # vertex not in the table
+    assert int(task.target(unknown).sum()) == 4 * 4
+    with pytest.raises(ValueError, match="keep_vz_window"):
+        task.target(replace(batch, vz=None))
+    with pytest.raises(ValueError, match="positive"):
+        HitFilterTask(16, keep_vz_window=0.0)
 
 
 def test_tracks_are_per_event_and_keep_filter_singletons() -> None:

@@ -24,6 +24,9 @@ class HitFilterTask(Task):
     dim: embedding dimension (0 = filter only). contrastive_weight: weight of the embedding loss.
     vertex_z: z positions (mm) of the vertex hypotheses that two-stage reconstruction
     (:class:`trackformers.filtering.HitFilter`) runs the filter for by default, one pass each; None = (0.0,).
+    keep_vz_window: mm; when set, the target also needs the particle's production vertex within
+    |vz| ≤ keep_vz_window of the origin (a vertex the particles table does not give counts as inside), so
+    that each vertex-hypothesis pass, run on the event moved by −z_v, has one job: the tracks from near z_v.
     """
 
     default_clusterer = {"name": "dbscan", "eps": 0.25, "min_samples": 2}
@@ -42,8 +45,12 @@ class HitFilterTask(Task):
         pt_min: float = 0.9,
         clusterer: dict[str, Any] | None = None,
         vertex_z: list[float] | None = None,
+        keep_vz_window: float | None = None,
     ) -> None:
         super().__init__(d_model, pt_min=pt_min, clusterer=clusterer)
+        if keep_vz_window is not None and not keep_vz_window > 0:
+            raise ValueError(f"keep_vz_window = {keep_vz_window} mm; expected a positive window or None.")
+        self.keep_vz_window = keep_vz_window
         self.vertex_z = tuple(float(z) for z in vertex_z) if vertex_z else (0.0,)
         self.head = mlp_head(d_model, 1 + dim)
         self.dim, self.keep_pt_min, self.pos_weight, self.threshold = dim, keep_pt_min, pos_weight, threshold
@@ -62,8 +69,16 @@ class HitFilterTask(Task):
         return res
 
     def target(self, batch: PackedBatch) -> torch.Tensor:
+        """(N,) float32 1 for hits of a particle with pT ≥ keep_pt_min (and, with keep_vz_window, a production
+        vertex within the window along the beam), else 0 (noise: 0)."""
         assert batch.particle_id is not None and batch.pt is not None
-        return ((batch.particle_id != 0) & (batch.pt >= self.keep_pt_min)).float()
+        keep = (batch.particle_id != 0) & (batch.pt >= self.keep_pt_min)
+        if self.keep_vz_window is not None:
+            if batch.vz is None:
+                raise ValueError("keep_vz_window needs the particles' vertices (batch.vz); this batch has none.")
+            # NaN (vertex unknown) fails both comparisons below, so it counts as inside
+            keep &= ~(batch.vz.abs() > self.keep_vz_window)
+        return keep.float()
 
     def loss(self, outputs: dict[str, torch.Tensor], batch: PackedBatch) -> dict[str, torch.Tensor]:
         out = masked_bce(logits=outputs["keep_logit"], target=self.target(batch), pos_weight=self.pos_weight)
