@@ -24,6 +24,7 @@ import torch
 from trackformers.training import pl
 from trackformers.training.datamodule import TrackDataModule
 from trackformers.training.module import TrackingModule
+from trackformers.training.prefilter import Prefilter
 
 TASKS = {
     "embedding": ("EmbeddingTask", {"dim": 16, "temperature": 0.1, "window": 32, "n_random": 16}),
@@ -126,7 +127,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def simulation_json(text: str) -> dict[str, Any]:
-    """``--simulation`` value: a JSON object of simulator options."""
+    """``--simulation`` / ``--prefilter`` value: a JSON object (simulator options; Prefilter arguments)."""
     try:
         spec = json.loads(text)
     except json.JSONDecodeError as err:
@@ -287,7 +288,7 @@ def train(module: TrackingModule, args: argparse.Namespace, curve: Curve, wait: 
             enable_checkpointing=False,
             enable_progress_bar=False,
             num_sanity_val_steps=0,
-            callbacks=[curve, wait],
+            callbacks=[curve, wait, *([Prefilter(**args.prefilter)] if args.prefilter else [])],
             gradient_clip_val=1.0,
         )
         curve.step_offset = steps
@@ -374,6 +375,9 @@ def main() -> None:
     p.add_argument("--simulation", type=simulation_json, default=None,
                    help='extra simulator options of the training and validation events, e.g. '
                         '\'{"pt_min": 0.8, "multiplicity": 10.17}\' (hard particles at their minimum-bias rate)')
+    p.add_argument("--prefilter", type=simulation_json, default=None, metavar="JSON",
+                   help='train on what a frozen hit filter keeps: trackformers.training.prefilter.Prefilter '
+                        'arguments, e.g. \'{"checkpoint": "filter.ckpt", "threshold": 0.6}\'')
     p.add_argument("--neg-eta-slices", type=int, default=None, help="contrastive negatives within η-slices")
     p.add_argument("--backend", default="local")
     p.add_argument("--precision", default="bf16-mixed")
@@ -430,14 +434,8 @@ def main() -> None:
 
     n_params = sum(p.numel() for p in module.parameters())
     info: dict[str, Any] = {
-        "task": args.task,
-        "args": vars(args),
-        "backend": backend,
-        "steps": steps,
-        "train_seconds": round(train_s, 1),
-        "params": n_params,
-        "curve": curve.rows,
-        "data_wait": wait.summary(),
+        "task": args.task, "args": vars(args), "backend": backend, "steps": steps,
+        "train_seconds": round(train_s, 1), "params": n_params, "curve": curve.rows, "data_wait": wait.summary(),
         "kept_best_step": curve.best_step if args.keep_best else None,
         "results": {},
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",

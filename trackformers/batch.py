@@ -91,6 +91,39 @@ class PackedBatch:
         return ((self.particle_id != 0) & (self.pt >= pt_min) & (self.p_eta.abs() < eta_max)
                 & (self.nhits >= min_hits))
 
+    def select(self, keep: torch.Tensor) -> PackedBatch:
+        """The batch with only the hits where ``keep`` ((N,) bool, original order) is True, on its device.
+
+        Equal to packing the events cut down to those hits (:meth:`trackformers.filtering.HitFilter.subset`):
+        each event keeps its kept hits in order, the φ order is the old one restricted to them, and ``nhits``
+        counts a particle's kept hits. Events may end up empty; ``events`` is dropped (the objects no longer
+        match the rows).
+        """
+        if keep.shape != (self.num_hits,) or keep.dtype != torch.bool:
+            raise ValueError(f"keep must be a ({self.num_hits},) bool tensor; got {tuple(keep.shape)} {keep.dtype}")
+        dev = keep.device
+        rows = keep.nonzero().squeeze(1)
+        new_pos = torch.cumsum(keep.long(), 0) - 1  # original row → its row in the selection
+        counts = torch.zeros(self.num_events, dtype=torch.long, device=dev)
+        counts.index_add_(0, self.event_index().to(dev)[rows], torch.ones_like(rows))
+        cu = torch.zeros(self.num_events + 1, dtype=self.cu_seqlens.dtype, device=self.cu_seqlens.device)
+        cu[1:] = torch.cumsum(counts, 0).to(cu)
+        # the φ-sorted order stays sorted when rows are removed; events stay contiguous
+        sort_index = new_pos[self.sort_index.to(dev)[keep[self.sort_index.to(dev)]]]
+        unsort_index = torch.empty_like(sort_index)
+        unsort_index[sort_index] = torch.arange(sort_index.numel(), device=dev)
+        per_hit = {f.name: getattr(self, f.name)[rows] for f in fields(self) if f.name in
+                   ("features", "categories", "hit_ids", "phi", "eta", *TRUTH_FIELDS)
+                   and getattr(self, f.name) is not None}
+        out = replace(self, **per_hit, cu_seqlens=cu, max_seqlen=int(counts.max()) if counts.numel() else 0,
+                      sort_index=sort_index, unsort_index=unsort_index, events=None)
+        if out.nhits is not None and out.particle_id is not None:  # a particle's hits among the kept ones
+            ev = out.event_index().to(dev)
+            key = torch.stack([ev, out.particle_id])
+            _, inverse, n = torch.unique(key, dim=1, return_inverse=True, return_counts=True)
+            out.nhits = torch.where(out.particle_id == 0, 0, n[inverse])
+        return out
+
     def to(self, device: torch.device | str, *, non_blocking: bool = False) -> PackedBatch:
         """A copy with every tensor on ``device`` (events are kept as they are)."""
         moved = {}

@@ -94,24 +94,34 @@ class HitFilter:
         if n == 0:
             return np.zeros(0, np.float32)
         from trackformers.attention.api import BackendUnavailable
-        from trackformers.features import moved_along_beam, pack_events
+        from trackformers.features import pack_events
 
         config = self.module.feature_config
         t0 = time.perf_counter()
         batch = pack_events([event], config, targets=False).to(self.module.device)
         self.module.last_timings = {"features": time.perf_counter() - t0}
+        try:
+            best = self.batch_probability(batch, forward=forward)
+        except BackendUnavailable as err:  # e.g. a dense-trained filter on a 500k-hit event
+            raise InputError(f"{event.source}: event {event.event_id} ({n} hits): the hit filter "
+                             f"{self.source}: {err}; expected a backend that scales to it, e.g. --backend "
+                             "auto.") from None
+        return best.cpu().numpy().reshape(n)
+
+    @torch.no_grad()
+    def batch_probability(self, batch: Any, *, forward: Callable[..., Any] | None = None) -> torch.Tensor:
+        """(N,) float32 keep probability per hit of a packed batch (original row order, on its device): the
+        maximum over the vertex hypotheses, each pass on the batch moved by −z_v along the beam."""
+        from trackformers.features import moved_along_beam
+
+        config = self.module.feature_config
         best: torch.Tensor | None = None
         for z in self.vertex_z:
-            try:
-                outputs = self.module.batch_outputs(moved_along_beam(batch, -z, config), forward=forward)
-            except BackendUnavailable as err:  # e.g. a dense-trained filter on a 500k-hit event
-                raise InputError(f"{event.source}: event {event.event_id} ({n} hits): the hit filter "
-                                 f"{self.source}: {err}; expected a backend that scales to it, e.g. --backend "
-                                 "auto.") from None
+            outputs = self.module.batch_outputs(moved_along_beam(batch, -z, config), forward=forward)
             p = torch.sigmoid(outputs["keep_logit"].float())
             best = p if best is None else torch.maximum(best, p)
         assert best is not None
-        return best.cpu().numpy().reshape(n)
+        return best
 
     def keep(self, event: Event, *, forward: Callable[..., Any] | None = None) -> np.ndarray:
         """(N,) bool: True for the hits of ``event.hits`` (same row order) to hand to the tracker; all True
