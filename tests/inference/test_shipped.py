@@ -30,14 +30,17 @@ def test_shipped_filter_keeps_hard_particle_hits(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     module = TrackingModule.load_checkpoint(FILTER)  # auto: a banded backend that runs on the CPU
     assert type(module.task).__name__ == "HitFilterTask" and module.task.dim == 0
-    # the model card's settings: target pT >= 0.8 GeV, five vertex hypotheses, threshold 0.8
+    # the model card's settings: target pT >= 0.8 GeV from |vz| <= 30 mm, nine vertex hypotheses, threshold 0.6
     hit_filter = HitFilter(module)
-    assert module.task.keep_pt_min == 0.8 and hit_filter.threshold == 0.8
-    assert hit_filter.vertex_z == (-80.0, -40.0, 0.0, 40.0, 80.0)
+    assert module.task.keep_pt_min == 0.8 and module.task.keep_vz_window == 30.0 and hit_filter.threshold == 0.6
+    assert hit_filter.vertex_z == (-120.0, -90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0, 120.0)
     event = next(iter(simulate(1, seed=3_000_001, pileup=60, volumes=(7, 8, 9))))
     keep = hit_filter.keep(event)
-    # the training target itself (hit of a particle with pT >= keep_pt_min), rows in hits-table order
+    # the training target (hit of a particle with pT >= keep_pt_min) without its vertex window: the nine passes
+    # together have to keep the hard particles of every vertex; rows in hits-table order
+    window, module.task.keep_vz_window = module.task.keep_vz_window, None
     target = module.task.target(pack_events([event], module.feature_config)).bool().numpy()
+    module.task.keep_vz_window = window
     efficiency = keep[target].mean()
     purity = target[keep].mean()
     # an untrained or constant filter keeps all hits (purity = the share, ~0.2) or none (efficiency 0)

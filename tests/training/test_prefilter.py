@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import lightning.pytorch as pl
+import pytest
 import torch
 
 from trackformers.batch import TRUTH_FIELDS
 from trackformers.features import pack_events
 from trackformers.filtering import HitFilter
 from trackformers.simulation import simulate
+from trackformers.training import pl
 from trackformers.training.datamodule import TrackDataModule
 from trackformers.training.module import TrackingModule
 from trackformers.training.prefilter import Prefilter
@@ -39,7 +40,8 @@ class Seen(pl.Callback):
                              "sort": batch.sort_index.clone(), "features": batch.features.clone()})
 
 
-def test_training_steps_see_the_kept_hits(tmp_path: Path) -> None:
+def fit_with_prefilter(tmp_path: Path, accelerator: str) -> tuple[Seen, Prefilter, float, Path]:
+    """Three training steps of a tiny tracker behind a tiny filter whose cut keeps about half of the hits."""
     torch.manual_seed(1)
     filt = TrackingModule(encoder=ENCODER, task=FILTER)
     path = filt.export_checkpoint(tmp_path / "filter.ckpt")
@@ -50,13 +52,18 @@ def test_training_steps_see_the_kept_hits(tmp_path: Path) -> None:
     first = next(iter(data.train_dataloader()))  # (the trainer's stream need not start with this batch)
     threshold = float(reference.batch_probability(first).median())  # keeps about half of the hits
     seen = Seen()
-    pre = Prefilter(str(path), threshold=threshold, bf16=False)
+    pre = Prefilter(str(path), threshold=threshold, bf16=accelerator == "gpu")
     tracker = TrackingModule(encoder=ENCODER, task=TASK)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(accelerator=accelerator, devices=1, max_steps=3, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, num_sanity_val_steps=0, limit_val_batches=0,
                          callbacks=[seen, pre])
     trainer.fit(tracker, datamodule=data)
     assert len(seen.batches) == 3
+    return seen, pre, threshold, path
+
+
+def test_training_steps_see_the_kept_hits(tmp_path: Path) -> None:
+    seen, pre, threshold, path = fit_with_prefilter(tmp_path, "cpu")
     # the reference: each batch as loaded, cut by the filter's own probabilities
     reference = HitFilter.load(path, torch.device("cpu"), threshold=threshold)
     for got, whole in zip(seen.batches, seen.wholes):
@@ -80,3 +87,15 @@ def test_batch_probability_equals_the_per_event_probability(tmp_path: Path) -> N
     # the encoder is dense over each event: packing two events must not mix them
     torch.testing.assert_close(torch.from_numpy(got[:n0]), torch.from_numpy(hf.probability(events[0])))
     torch.testing.assert_close(torch.from_numpy(got[n0:]), torch.from_numpy(hf.probability(events[1])))
+
+
+@pytest.mark.gpu
+def test_prefilter_on_cuda_cuts_as_its_bf16_reference(tmp_path: Path) -> None:
+    seen, pre, threshold, path = fit_with_prefilter(tmp_path, "gpu")
+    assert pre.hit_filter.module.device.type == "cuda"
+    reference = HitFilter.load(path, torch.device("cuda"), threshold=threshold)
+    for got, whole in zip(seen.batches, seen.wholes):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            keep = reference.batch_probability(whole) >= threshold
+        want = whole.select(keep)
+        assert torch.equal(got["hit_ids"], want.hit_ids) and torch.equal(got["sort"], want.sort_index)
