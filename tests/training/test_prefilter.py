@@ -89,6 +89,18 @@ def test_batch_probability_equals_the_per_event_probability(tmp_path: Path) -> N
     torch.testing.assert_close(torch.from_numpy(got[n0:]), torch.from_numpy(hf.probability(events[1])))
 
 
+def test_a_filter_of_other_features_is_refused(tmp_path: Path) -> None:
+    # the filter reads the tracker's batches as packed: another normalisation would cut by wrong inputs
+    torch.manual_seed(3)
+    path = TrackingModule(encoder=ENCODER, task=FILTER).export_checkpoint(tmp_path / "filter.ckpt")
+    pre = Prefilter(str(path))
+    pre.setup(None, TrackingModule(encoder=ENCODER, task=TASK), "fit")  # same features: loads
+    assert pre.hit_filter is not None
+    other = TrackingModule(encoder=ENCODER, task=TASK, features={"z_scale": 1500.0})
+    with pytest.raises(ValueError, match="z_scale.*expected the same FeatureConfig"):
+        pre.setup(None, other, "fit")
+
+
 @pytest.mark.gpu
 def test_prefilter_on_cuda_cuts_as_its_bf16_reference(tmp_path: Path) -> None:
     seen, pre, threshold, path = fit_with_prefilter(tmp_path, "gpu")

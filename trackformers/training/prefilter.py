@@ -7,7 +7,8 @@ trained on perfect-filter events (hard particles only) never saw those. :class:`
 the batch's contents in place with :meth:`~trackformers.batch.PackedBatch.select` of the kept hits, before
 the training step sees it. Validation batches are left whole (their metrics need the whole event).
 
-Use from YAML (``trainer.callbacks``) or ``benchmarks/train_gpu.py --prefilter CKPT``.
+Use from YAML (``trainer.callbacks``) or ``benchmarks/train_gpu.py --prefilter JSON`` (these arguments). The filter
+must have been trained with the tracker's feature normalisation: it reads the tracker's packed batches as they are.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from trackformers.training import pl
 
 
 class Prefilter(pl.Callback):
-    """Args:
+    """Cuts each training batch, in place, to the hits a frozen hit filter keeps.
+
+    Args:
     checkpoint: a hit-filter checkpoint (a TrackingModule with a HitFilterTask), loaded weights_only.
     threshold: keep probability cut; None = the checkpoint's own. vertex_z: hypotheses (mm); None = its own.
     bf16: run the filter under bf16 autocast on a CUDA device (how reconstruction runs it fast).
@@ -45,6 +48,12 @@ class Prefilter(pl.Callback):
         self.hit_filter = HitFilter.load(self.checkpoint, pl_module.device, threshold=self.threshold,
                                          vertex_z=self.vertex_z)
         self.hit_filter.module.requires_grad_(False)
+        # the filter reads the tracker's batches as packed: other normalisation constants (or cell features)
+        # would feed it silently wrong inputs, so refuse rather than cut by them
+        mine, its = getattr(pl_module, "feature_config", None), self.hit_filter.module.feature_config
+        if mine is not None and mine != its:
+            raise ValueError(f"Prefilter {self.checkpoint}: the filter's features {its.to_dict()} differ from the "
+                             f"trained module's {mine.to_dict()}; expected the same FeatureConfig.")
 
     def cut(self, batch: PackedBatch) -> None:
         """Replace ``batch``'s fields, in place, with those of its kept hits."""
