@@ -24,9 +24,9 @@ def test_select_equals_packing_the_subset_events(share: float) -> None:
     want = pack_events([HitFilter.subset(e, k) for e, k in zip(events, keeps)])
     for name in ("features", "categories", "cu_seqlens", "sort_index", "unsort_index", "hit_ids", "phi", "eta",
                  "event_ids", *TRUTH_FIELDS):
-        a, b = getattr(got, name), getattr(want, name)
-        assert a.dtype == b.dtype and torch.equal(a.nan_to_num(), b.nan_to_num()) if a.is_floating_point() \
-            else torch.equal(a, b), name
+        # exact, dtype included (NaN vertices equal NaN)
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=0, atol=0, equal_nan=True,
+                                   msg=lambda m, name=name: f"{name}: {m}")
     assert got.max_seqlen == want.max_seqlen and got.events is None
     assert 0 < sum(map(len, (e.hits for e in events)))  # the events are not empty
 
