@@ -41,3 +41,15 @@ def test_select_without_truth_and_bad_mask() -> None:
         batch.select(keep.long())
     with pytest.raises(ValueError, match="bool"):
         batch.select(keep[:-1])
+
+
+@pytest.mark.gpu
+def test_select_on_cuda_with_a_host_mask_stays_on_cuda() -> None:
+    events = list(simulate(2, seed=9, pileup=2, volumes=(7, 8, 9)))
+    batch = pack_events(events)
+    keep = torch.arange(batch.num_hits) % 4 != 1
+    want = batch.select(keep)
+    got = batch.to("cuda").select(keep)  # the mask stays on the host
+    for name in ("features", "cu_seqlens", "sort_index", "unsort_index", "hit_ids", *TRUTH_FIELDS):
+        assert getattr(got, name).device.type == "cuda", name
+        torch.testing.assert_close(getattr(got, name).cpu(), getattr(want, name), rtol=0, atol=0, equal_nan=True)

@@ -101,6 +101,7 @@ class PackedBatch:
         """
         if keep.shape != (self.num_hits,) or keep.dtype != torch.bool:
             raise ValueError(f"keep must be a ({self.num_hits},) bool tensor; got {tuple(keep.shape)} {keep.dtype}")
+        keep = keep.to(self.features.device)  # a mask from elsewhere: the result stays on the batch's device
         dev = keep.device
         rows = keep.nonzero().squeeze(1)
         new_pos = torch.cumsum(keep.long(), 0) - 1  # original row → its row in the selection
