@@ -135,7 +135,9 @@ def hit_targets(event) -> dict[str, np.ndarray] | None:  # noqa: ANN001 - Event
 
     particle_id int64 (0 = noise or hit without truth row); pt [GeV], p_eta, momentum (px, py, pz) [GeV] and
     charge [e] of the hit's particle (taken from the particles table when present, else from the truth
-    momentum at the hit; charge 0 when unknown); nhits = hits of that particle in this event.
+    momentum at the hit; charge 0 when unknown); nhits = hits of that particle in this event; vz [mm] = z of
+    its production vertex from the particles table (NaN when the table has no row for it, 0 for noise).
+    All float arrays are float32.
     """
     if event.truth is None:
         return None
