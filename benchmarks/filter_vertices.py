@@ -12,7 +12,8 @@ Printed:
 * per hypothesis set (keep probability = the maximum over its passes), threshold and tracker clusterer:
   hits kept, then the two-stage result scored on the whole event (means over events), exactly what
   ``trackformers reconstruct EVENTS --filter F --filter-vertex-z=SET --filter-threshold T --checkpoint TRACKER
-  --evaluate`` computes.
+  --evaluate`` computes; with ``--clean`` each setting also with ``reconstruct --clean`` (helix-fit cleaning of the
+  merged submission, default parameters).
 
 Example (CPU)::
 
@@ -24,6 +25,7 @@ Example (CPU)::
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,7 @@ import pandas as pd
 import torch
 
 from trackformers.clustering import make_clusterer
+from trackformers.clustering.cleaning import clean_submission
 from trackformers.events import Event
 from trackformers.filtering import HitFilter
 from trackformers.io.trackml import prefixes, read_event
@@ -68,6 +71,7 @@ def main() -> None:
                    help="HDBSCAN min_cluster_size,min_samples settings (none: the tracker's own)")
     p.add_argument("--by-vz", action="store_true", help="print the per-pass loss in bins of vertex z")
     p.add_argument("--lost", action="store_true", help="print who keeps at most half of the hits, per set")
+    p.add_argument("--clean", action="store_true", help="also each setting with reconstruct's --clean (defaults)")
     args = p.parse_args()
     hit_filter = HitFilter.load(args.filter, torch.device("cpu"))
     tracker = TrackingModule.load_checkpoint(args.tracker)
@@ -95,15 +99,19 @@ def main() -> None:
                 for col, bins in LOST_BINS.items():
                     rate = lost.groupby(pd.cut(lost[col], bins), observed=False)["half"].agg(["mean", "size"])
                     print(f"  by {col}:", " ".join(f"{i}:{m:.2f}({n})" for i, (m, n) in rate.iterrows()), flush=True)
-            for clusterer, name in clusterers:
+            for (clusterer, name), clean in itertools.product(clusterers, (False, True) if args.clean else (False,)):
                 rows = []
                 for event in events:
                     keep = np.max([passes[event.event_id, z] for z in s], 0) >= threshold
-                    sub = tracker.reconstruct(HitFilter.subset(event, keep), clusterer=clusterer)
-                    rows.append({**evaluate_event(event=event, submission=HitFilter.merge(event, keep, sub)),
+                    sub = HitFilter.merge(event, keep, tracker.reconstruct(HitFilter.subset(event, keep),
+                                                                           clusterer=clusterer))
+                    if clean:  # as `reconstruct --clean`: helix-fit cleaning of the merged tracks (defaults)
+                        sub = clean_submission(event.hits, sub)
+                    rows.append({**evaluate_event(event=event, submission=sub),
                                  "kept": int(keep.sum())})
                 m = pd.DataFrame(rows).mean(numeric_only=True)
-                print(f"vertex_z {','.join(f'{z:g}' for z in s)} threshold {threshold} {name}: kept {m['kept']:.0f} "
+                setting = f"vertex_z {','.join(f'{z:g}' for z in s)} threshold {threshold} {name}{' + clean' * clean}"
+                print(f"{setting}: kept {m['kept']:.0f} "
                       f"DM eff {m['dm_efficiency']:.3f} perfect {m['perfect_efficiency']:.3f} fake "
                       f"{m['fake_rate']:.3f} dup {m['duplicate_rate']:.3f} score {m['trackml_score']:.4f}", flush=True)
 
