@@ -13,8 +13,10 @@ from typing import Any
 
 import torch
 
+#: The per-hit input fields of :class:`PackedBatch` (rows in original order; the others are per event, orders or truth).
+HIT_FIELDS: tuple[str, ...] = ("features", "categories", "hit_ids", "phi", "eta")
 #: The per-hit truth fields of :class:`PackedBatch` (None on a batch without truth).
-TRUTH_FIELDS = ("particle_id", "pt", "p_eta", "momentum", "charge", "nhits", "vz")
+TRUTH_FIELDS: tuple[str, ...] = ("particle_id", "pt", "p_eta", "momentum", "charge", "nhits", "vz")
 
 
 @dataclass
@@ -110,12 +112,12 @@ class PackedBatch:
         cu = torch.zeros(self.num_events + 1, dtype=self.cu_seqlens.dtype, device=self.cu_seqlens.device)
         cu[1:] = torch.cumsum(counts, 0).to(cu)
         # the φ-sorted order stays sorted when rows are removed; events stay contiguous
-        sort_index = new_pos[self.sort_index.to(dev)[keep[self.sort_index.to(dev)]]]
+        order = self.sort_index.to(dev)
+        sort_index = new_pos[order[keep[order]]]
         unsort_index = torch.empty_like(sort_index)
         unsort_index[sort_index] = torch.arange(sort_index.numel(), device=dev)
-        per_hit = {f.name: getattr(self, f.name)[rows] for f in fields(self) if f.name in
-                   ("features", "categories", "hit_ids", "phi", "eta", *TRUTH_FIELDS)
-                   and getattr(self, f.name) is not None}
+        per_hit = {name: getattr(self, name)[rows] for name in (*HIT_FIELDS, *TRUTH_FIELDS)
+                   if getattr(self, name) is not None}
         out = replace(self, **per_hit, cu_seqlens=cu, max_seqlen=int(counts.max()) if counts.numel() else 0,
                       sort_index=sort_index, unsort_index=unsort_index, events=None)
         if out.nhits is not None and out.particle_id is not None:  # a particle's hits among the kept ones

@@ -41,12 +41,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from trackformers.batch import TRUTH_FIELDS, PackedBatch
+from trackformers.batch import HIT_FIELDS, TRUTH_FIELDS, PackedBatch
 
 log = logging.getLogger(__name__)
-
-#: Per-hit fields of a PackedBatch that are padded (the others are per event or truth).
-HIT_FIELDS: tuple[str, ...] = ("features", "categories", "hit_ids", "phi", "eta")
 
 
 def bucket_length(n: int, min_granule: int = 1024) -> int:
