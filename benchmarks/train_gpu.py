@@ -131,9 +131,9 @@ def simulation_json(text: str) -> dict[str, Any]:
     try:
         spec = json.loads(text)
     except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"pt_min\": 0.8}}': {err}") from None
+        raise argparse.ArgumentTypeError(f"expected a JSON object (option names to values): {err}") from None
     if not isinstance(spec, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object such as '{\"pt_min\": 0.8}'")
+        raise argparse.ArgumentTypeError("expected a JSON object (option names to values) in braces {...}")
     return spec
 
 
@@ -411,6 +411,10 @@ def main() -> None:
         p.error(f"--grow-layers appends N >= 0 blocks; got {args.grow_layers}")
     if args.grow_layers and not args.resume:
         p.error("--grow-layers deepens a resumed model; a new one takes --layers")
+    try:  # a wrong key fails here, not when the first phase starts
+        _ = args.prefilter and Prefilter(**args.prefilter)
+    except TypeError as err:
+        p.error(f"--prefilter: {err}; expected keys of trackformers.training.prefilter.Prefilter (checkpoint, ...)")
     if args.one_cycle:
         if len(args.phases.split(",")) != 1:
             p.error("--one-cycle needs a single phase (each phase builds a new optimiser)")
