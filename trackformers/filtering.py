@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -94,12 +93,8 @@ class HitFilter:
         if n == 0:
             return np.zeros(0, np.float32)
         from trackformers.attention.api import BackendUnavailable
-        from trackformers.features import pack_events
 
-        config = self.module.feature_config
-        t0 = time.perf_counter()
-        batch = pack_events([event], config, targets=False).to(self.module.device)
-        self.module.last_timings = {"features": time.perf_counter() - t0}
+        batch = self.module.pack_event(event)  # packed once; each pass moves it along the beam
         try:
             best = self.batch_probability(batch, forward=forward)
         except BackendUnavailable as err:  # e.g. a dense-trained filter on a 500k-hit event

@@ -244,13 +244,18 @@ class TrackingModule(pl.LightningModule):
         return subs
 
     @torch.no_grad()
-    def event_outputs(self, event: Any, *, forward: Any = None) -> tuple[PackedBatch, dict[str, torch.Tensor]]:
-        """One Event packed (rows in ``event.hits`` order, no truth targets) and the model's outputs on it, in
-        eval mode (the previous mode restored). ``forward`` runs the model instead of ``self(batch)``;
-        ``self.last_timings["features"]`` holds the packing time in seconds."""
+    def pack_event(self, event: Any) -> PackedBatch:
+        """One Event packed with this model's features (rows in ``event.hits`` order, no truth targets), on its
+        device; ``self.last_timings["features"]`` holds the packing time in seconds."""
         t0 = time.perf_counter()
         batch = pack_events([event], self.feature_config, targets=False).to(self.device)
         self.last_timings = {"features": time.perf_counter() - t0}
+        return batch
+
+    def event_outputs(self, event: Any, *, forward: Any = None) -> tuple[PackedBatch, dict[str, torch.Tensor]]:
+        """One Event packed (:meth:`pack_event`) and the model's outputs on it, in eval mode (the previous mode
+        restored). ``forward`` runs the model instead of ``self(batch)``."""
+        batch = self.pack_event(event)
         return batch, self.batch_outputs(batch, forward=forward)
 
     @torch.no_grad()
