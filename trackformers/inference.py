@@ -158,7 +158,7 @@ class TimedClusterer:
 def reconstruct_event(module: Any, event: Event, clusterer: Callable[..., Tensor] | None,
                       timer: StageTimer, *, forward: Callable[..., Any] | None = None,
                       hit_filter: HitFilter | None = None, clean: dict[str, Any] | None = None,
-                      filter_forward: Callable[..., Any] | None = None) -> pd.DataFrame:
+                      filter_forward: Callable[..., Any] | None = None, selector: Any = None) -> pd.DataFrame:
     """``DataFrame[hit_id, track_id]`` for one event; books features, model and clustering time.
 
     ``forward`` replaces ``module(batch)`` (e.g. a :class:`~trackformers.cuda_graph.GraphedForward`).
@@ -168,9 +168,18 @@ def reconstruct_event(module: Any, event: Event, clusterer: Callable[..., Tensor
     the tracker's (None: eager).
     ``clean``: keyword arguments of :func:`~trackformers.clustering.cleaning.clean_tracks` (``{}`` for its
     defaults): the tracks are cleaned with a helix fit on the hits' x, y, z (mm); booked as ``clustering``.
+    ``selector`` (a :class:`~trackformers.clustering.selection.TrackSelector`): last, tracks it judges fake are
+    dissolved into singletons; booked as ``clustering``.
     """
     if len(event.hits) == 0:
         return pd.DataFrame({"hit_id": np.zeros(0, np.int64), "track_id": np.zeros(0, np.int64)})
+    if selector is not None:
+        from trackformers.clustering.selection import select_submission
+
+        sub = reconstruct_event(module, event, clusterer, timer, forward=forward, hit_filter=hit_filter,
+                                clean=clean, filter_forward=filter_forward)
+        with timer("clustering"):
+            return select_submission(event.hits, sub, selector)
     if clean is not None:
         from trackformers.clustering.cleaning import check_params, clean_submission
 
@@ -331,7 +340,7 @@ def reconstruct_files(inputs: Sequence[str | Path], *, module: Any, out_dir: str
                       progress: bool | None = None, device: torch.device | None = None,
                       on_skip: Callable[[str, str], None] | None = None, cuda_graphs: bool = False,
                       precision: str = "fp32", hit_filter: HitFilter | None = None,
-                      clean: dict[str, Any] | None = None) -> Summary:
+                      clean: dict[str, Any] | None = None, selector: Any = None) -> Summary:
     """Reconstruct every event of ``inputs`` with ``module`` and write one submission per event.
 
     Args:
@@ -354,6 +363,8 @@ def reconstruct_files(inputs: Sequence[str | Path], *, module: Any, out_dir: str
         clean: track cleaning after clustering (keyword arguments of
             :func:`~trackformers.clustering.cleaning.clean_tracks`, ``{}`` = its defaults; None = off), see
             :func:`reconstruct_event`; its time is booked as ``clustering``.
+        selector: a :class:`~trackformers.clustering.selection.TrackSelector` applied last (None = off), see
+            :func:`reconstruct_event`.
     """
     from tqdm.auto import tqdm
 
@@ -394,7 +405,7 @@ def reconstruct_files(inputs: Sequence[str | Path], *, module: Any, out_dir: str
         seen[event.event_id] = event.source
         with numerics:
             sub = reconstruct_event(module, event, clusterer, timer, forward=forward, hit_filter=hit_filter,
-                                    clean=clean, filter_forward=filter_forward)
+                                    clean=clean, filter_forward=filter_forward, selector=selector)
         with timer("write"):
             summary.written.append(write_output(event, sub, out_dir, fmt))
         summary.events += 1

@@ -114,6 +114,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "mm), split (3 rounds), iterations (2), min_hits (3), reject (false; true: dissolve a "
                              "track still failing the cut), merge (2 rounds; 0: off), merge_chi2 (36), "
                              "sigma_transverse_mm (1), sigma_z_mm (5), merge_fit (false), drop_one_radius (true)")
+    parser.add_argument("--selector", default=None, metavar="FILE",
+                        help="track selection, last: a track-selector file (benchmarks/train_selector.py; e.g. "
+                             "data/checkpoints/selector_mu200.pt, trained behind the mu = 200 pair with --clean) "
+                             "gives each track of >= 3 hits a probability of being one particle's; tracks below "
+                             "its cut become singletons")
+    parser.add_argument("--selector-cut", type=float, default=None, metavar="P",
+                        help="probability cut in [0, 1) for --selector (default: the selector's own)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
     volumes = parse_volumes(args.volumes)
     hit_filter = load_filter(args, device)
     clean = clean_params(args)
+    selector = load_selector(args)
     module = load_module(args.checkpoint or default_checkpoint(), device, backend=args.backend)
     if args.compile:
         from trackformers.fused import compile_pointwise
@@ -142,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("--filter works in one process; leave it out with --devices/--num-nodes.")
         if clean is not None:
             raise InputError("--clean works in one process; leave it out with --devices/--num-nodes.")
+        if selector is not None:
+            raise InputError("--selector works in one process; leave it out with --devices/--num-nodes.")
         if args.compile:
             raise InputError("--compile works in one process; leave it out with --devices/--num-nodes.")
         return _run_distributed(args, module, clusterer, volumes, device)
@@ -153,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
                                 fmt=args.format, on_error=args.on_error, volumes=volumes,
                                 evaluate=args.evaluate, progress=False if args.no_progress else None,
                                 device=device, on_skip=on_skip, cuda_graphs=args.cuda_graphs,
-                                precision=args.precision, hit_filter=hit_filter, clean=clean)
+                                precision=args.precision, hit_filter=hit_filter, clean=clean,
+                                selector=selector)
     print(summary.format())
     if args.evaluate:
         print_metrics(summary.metrics)
@@ -161,6 +172,17 @@ def run(args: argparse.Namespace) -> int:
         print("trackformers: error: no event was reconstructed; every input was skipped.", file=sys.stderr)
         return 2
     return 0
+
+
+def load_selector(args: argparse.Namespace) -> Any:
+    """The TrackSelector of ``--selector`` (its cut replaced by ``--selector-cut``), or None without it."""
+    if getattr(args, "selector", None) is None:
+        if getattr(args, "selector_cut", None) is not None:
+            raise InputError("--selector-cut needs --selector, the track selector it configures.")
+        return None
+    from trackformers.clustering.selection import TrackSelector
+
+    return TrackSelector.load(args.selector, cut=args.selector_cut)
 
 
 def clean_params(args: argparse.Namespace) -> dict[str, Any] | None:
