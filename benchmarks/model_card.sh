@@ -9,6 +9,7 @@
 #    MU200_TRACKER=CKPT when given, e.g. data/checkpoints/tracker_mu200.ckpt; MU200_HARD=1 with MU200_FILTER also
 #    runs two-stage on mu = 200 events whose first interaction is a hard scatter (`simulate --hard-scatter`, the
 #    same test seed: high-pT tracks as in TrackML's ttbar events); PILEUPS="200" to run only some pile-ups)
+#    MU200_SELECTOR=FILE adds `--selector FILE` (track selection, e.g. data/checkpoints/selector_mu200.pt) to them)
 #
 # ACTS_DIR holds mu0/, mu20/, mu200/ folders of TrackML CSV(.gz) events written by
 #   trackformers simulate --engine acts --events 3 --pileup MU --seed 2000003 --volumes 7,8,9 --out ACTS_DIR/muMU
@@ -30,6 +31,7 @@ for mu in ${PILEUPS:-0 20 200}; do
         # the two-stage arguments, once: the filter, then the tracker when one is given
         two=(--filter "$MU200_FILTER")
         if [[ -n ${MU200_TRACKER:-} ]]; then two+=(--checkpoint "$MU200_TRACKER"); fi
+        if [[ -n ${MU200_SELECTOR:-} ]]; then two+=(--selector "$MU200_SELECTOR"); fi
         echo "== built-in mu=200 two-stage ${two[*]} $*"
         python -m trackformers reconstruct "$out/events/mu$mu" --out "$out/sub/filter$mu" --evaluate --no-progress \
             "${two[@]}" "$@"

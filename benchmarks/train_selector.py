@@ -86,11 +86,16 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--cuts {args.cuts}: expected comma-separated probabilities, e.g. 0.2,0.5")
     torch.set_num_threads(2)
     try:
-        train = [pair for ev, sub in args.train for pair in load_pairs(ev, sub)]
-        val = [pair for ev, sub in args.val for pair in load_pairs(ev, sub)]
+        return run(args, cuts)
     except InputError as err:
         print(f"train_selector: error: {err}", file=sys.stderr)
         return 2
+
+
+def run(args: argparse.Namespace, cuts: list[float]) -> int:
+    """Train, measure, choose the cut, write; returns the exit status."""
+    train = [pair for ev, sub in args.train for pair in load_pairs(ev, sub)]
+    val = [pair for ev, sub in args.val for pair in load_pairs(ev, sub)]
     feats, real = (np.concatenate(a) for a in zip(*(labelled(ev, sub) for ev, sub in train)))
     t0 = time.perf_counter()
     selector = fit_selector(feats, real, epochs=args.epochs, seed=args.seed)
@@ -117,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
               "val": [[Path(e).name, Path(s).name] for e, s in args.val], "train_tracks": int(len(real)),
               "train_fake_tracks": int((~real).sum()), "epochs": args.epochs, "seed": args.seed,
               "train_seconds": round(seconds, 1), "rule": f"lowest fake rate within {args.max_eff_loss} of the "
-              "DM efficiency without selection", "cut": chosen, "val_table": table, "torch": torch.__version__,
+              "DM efficiency without selection", "cut": chosen, "val_table": table, "torch": str(torch.__version__),
               "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     selector.save(args.out, **record)
     with atomic_path(Path(args.out).with_suffix(".json")) as tmp:

@@ -82,9 +82,10 @@ def test_select_dissolves_exactly_the_tracks_below_the_cut(trained: TrackSelecto
 def test_save_load_round_trip(trained: TrackSelector, tmp_path: Path) -> None:
     hits, ids, _ = tracks(20, seed=4)
     path = tmp_path / "sel.pt"
-    trained.save(path, note="test")
+    trained.save(path, note="test", torch=torch.__version__, table=[{"cut": 0.5}])  # a str subclass, a tuple
     back = TrackSelector.load(path)
-    assert back.cut == trained.cut and back.meta == {"note": "test"}
+    assert back.cut == trained.cut and back.meta == {"note": "test", "torch": str(torch.__version__),
+                                                     "table": [{"cut": 0.5}]}
     args = (hits[:, 0], hits[:, 1], hits[:, 2], hits[:, 3], ids)
     np.testing.assert_array_equal(back.probability(*args)[1], trained.probability(*args)[1])
     assert TrackSelector.load(path, cut=0.8).cut == 0.8
@@ -102,6 +103,9 @@ def test_bad_files_and_values(tmp_path: Path) -> None:
                         ("other.pt", "no format")]:
         with pytest.raises(InputError, match=words):
             TrackSelector.load(tmp_path / name)
+    with pytest.raises(InputError, match="meta"):
+        TrackSelector().save(tmp_path / "bad.pt", when=object())
+    assert not (tmp_path / "bad.pt").exists()
     with pytest.raises(InputError, match="cut 1.5"):
         TrackSelector(cut=1.5)
     with pytest.raises(InputError, match="both real and fake"):

@@ -10,6 +10,7 @@ plain values, loaded with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from trackformers.clustering.track_features import FEATURES, track_features
-from trackformers.errors import InputError
+from trackformers.errors import InputError, load_error_reason
 
 #: Written into every selector file; a file without it is not one.
 FORMAT = "trackformers-track-selector-1"
@@ -76,6 +77,11 @@ class TrackSelector(nn.Module):
         """Write the weights, settings and ``meta`` (plain values: where it was trained and measured)."""
         from trackformers.io.atomic import atomic_path
 
+        try:  # JSON's types only (str subclasses such as torch.__version__ made str): loadable weights_only
+            meta = json.loads(json.dumps(meta))
+        except (TypeError, ValueError) as err:
+            raise InputError(f"track selector {path}: meta {err}; expected plain values (str, numbers, lists, "
+                             "dicts).") from None
         payload = {"format": FORMAT, "features": list(FEATURES), "state_dict": self.state_dict(),
                    "config": {"hidden": list(self.hidden), "cut": self.cut, "field_t": self.field_t,
                               "min_hits": self.min_hits}, "meta": meta}
@@ -92,8 +98,7 @@ class TrackSelector(nn.Module):
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - whatever the unpickler trips on, the file is not a selector
             raise InputError(f"track selector {path}: refused to load it with weights_only=True "
-                             f"({str(err).splitlines()[0][:200] if str(err) else type(err).__name__}); expected "
-                             "tensors and plain values.") from None
+                             f"({load_error_reason(err)[:200]}); expected tensors and plain values.") from None
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise InputError(f"track selector {path}: no format {FORMAT!r}; expected a file written by "
                              "TrackSelector.save.")

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from trackformers.batch import PackedBatch
-from trackformers.errors import InputError
+from trackformers.errors import InputError, load_error_reason
 from trackformers.features import FeatureConfig, pack_events
 from trackformers.training import pl
 
@@ -79,17 +79,6 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     raise InputError(f"hyper-parameter value {value!r} of type {type(value).__name__} is not a plain value.")
-
-
-#: torch's boilerplate around a weights_only refusal (it even suggests weights_only=False): not the reason.
-_BOILERPLATE = ("Weights only load failed", "Check the documentation", "Please file an issue")
-
-
-def _reason(err: BaseException) -> str:
-    """The informative line of a torch.load error (e.g. 'unsupported GLOBAL posix.system'), else its type."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith(_BOILERPLATE)]
-    return (useful or [type(err).__name__])[0].removesuffix(".")
 
 
 def _check_backend(path: Path, module: TrackingModule) -> None:
@@ -328,7 +317,7 @@ class TrackingModule(pl.LightningModule):
         try:
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, OSError) as err:
-            first = _reason(err)
+            first = load_error_reason(err)
             raise InputError(
                 f"checkpoint {path}: refused to load it with weights_only=True ({first[:200]}); "
                 "expected a trackformers checkpoint of tensors and plain values."
