@@ -52,15 +52,17 @@ def track_features(x: np.ndarray, y: np.ndarray, z: np.ndarray, layer: np.ndarra
     Returns:
         ``(ids, features)``: the tracks' ids, shape (T,) int64 ascending, and float32 (T, len(FEATURES)).
     """
-    x, y, z = (np.asarray(c, dtype=np.float64) for c in (x, y, z))
     ids = np.asarray(track_id).astype(np.int64)
-    uniq, group = np.unique(ids, return_inverse=True)
+    _, first, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    rows = counts[first.ravel()] >= min_hits  # only these hits are fitted (most hits of an event are singletons)
+    x, y, z = (np.asarray(c, dtype=np.float64)[rows] for c in (x, y, z))
+    uniq, group = np.unique(ids[rows], return_inverse=True)
     group, n_groups = group.ravel(), len(uniq)
     counts = np.bincount(group, minlength=n_groups)
-    active = counts[group] >= min_hits
+    active = np.ones(len(group), dtype=bool)
     res_t, res_z = fit_tracks(x, y, z, group, active, n_groups)
     params, _, determined = helix_parameters(x, y, z, group, active, n_groups, 1.0, 1.0)
-    pairs = np.unique(np.stack([group, np.asarray(layer).astype(np.int64)], 1), axis=0)
+    pairs = np.unique(np.stack([group, np.asarray(layer).astype(np.int64)[rows]], 1), axis=0)
     n_layers = np.bincount(pairs[:, 0], minlength=n_groups)
     r = np.hypot(x, y)
 
@@ -78,6 +80,4 @@ def track_features(x: np.ndarray, y: np.ndarray, z: np.ndarray, layer: np.ndarra
         "r_min": segment_extreme(r, group, n_groups, False), "r_max": segment_extreme(r, group, n_groups, True),
         "determined": determined.astype(np.float64),
     }
-    rows = counts >= min_hits
-    features = np.stack([columns[name] for name in FEATURES], 1)[rows].astype(np.float32)
-    return uniq[rows], features
+    return uniq, np.stack([columns[name] for name in FEATURES], 1).astype(np.float32).reshape(n_groups, len(FEATURES))
