@@ -57,3 +57,24 @@ def test_shipped_mu200_tracker_finds_hard_particle_tracks(monkeypatch: pytest.Mo
     # measured 0.960 / 0.023 with HDBSCAN 3, 3 (0.962 / 0.027 with 3, 2; 2026-11-24); best.ckpt (trained at
     # μ <= 20) 0.831 / 0.135, random weights 0.1 / 0.9
     assert metrics["dm_efficiency"] > 0.9 and metrics["fake_rate"] < 0.08, metrics
+
+
+def test_shipped_selector_cuts_the_fakes_of_best_ckpt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """selector_mu20.pt behind best.ckpt + cleaning on a fresh μ = 20 event: fewer fakes, the efficiency kept."""
+    import torch
+
+    from trackformers.clustering.selection import TrackSelector, select_submission
+    from trackformers.inference import StageTimer, reconstruct_event
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    for name, cut in (("selector_mu20.pt", 0.7), ("selector_mu200.pt", 0.4)):  # the model card's cuts
+        assert TrackSelector.load(CHECKPOINT_DIR / name).cut == cut
+    selector = TrackSelector.load(CHECKPOINT_DIR / "selector_mu20.pt")
+    module = TrackingModule.load_checkpoint(default_checkpoint())
+    event = next(iter(simulate(1, seed=3_000_002, pileup=20, volumes=(7, 8, 9))))
+    with torch.no_grad():
+        cleaned = reconstruct_event(module, event, None, StageTimer(), clean={})
+    before = evaluate_event(event=event, submission=cleaned)
+    after = evaluate_event(event=event, submission=select_submission(event.hits, cleaned, selector))
+    assert before["fake_rate"] > 0.03 and after["fake_rate"] < before["fake_rate"] / 3
+    assert after["dm_efficiency"] >= before["dm_efficiency"] - 0.03
