@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from trackformers.clustering.selection import fit_selector, select_submission
-from trackformers.clustering.track_features import FEATURES, track_features
+from trackformers.clustering.track_features import FEATURES, hit_columns, track_features
 from trackformers.errors import InputError
 from trackformers.inference import output_path
 from trackformers.io.atomic import atomic_path
@@ -53,10 +53,10 @@ def load_pairs(events: str, subs: str) -> list[tuple]:
 
 def labelled(event, sub: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Features (T, F) of the submission's tracks of >= 3 hits and whether each is DM-matched (T,)."""
-    hits = event.hits.set_index("hit_id").loc[sub["hit_id"].to_numpy()]
-    layer = hits["volume_id"].to_numpy(np.int64) * 10_000 + hits["layer_id"].to_numpy(np.int64)
-    ids, feats = track_features(*(hits[c].to_numpy(np.float64) for c in "xyz"), layer,
-                                sub["track_id"].to_numpy(np.int64))
+    x, y, z, layer = hit_columns(event.hits, sub["hit_id"].to_numpy(), where=str(event.source))
+    if layer is None:
+        raise InputError(f"{event.source}: no volume_id / layer_id columns; expected the layer of every hit.")
+    ids, feats = track_features(x, y, z, layer, sub["track_id"].to_numpy(np.int64))
     tracks = match_event(event=event, submission=sub).tracks.set_index("track_id")
     return feats, tracks.loc[ids, "dm_particle_id"].to_numpy() != 0
 
@@ -83,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cuts = [float(c) for c in args.cuts.split(",")]
     except ValueError:
-        p.error(f"--cuts {args.cuts}: expected comma-separated probabilities, e.g. 0.2,0.5")
+        cuts = []
+    if not cuts or not all(0.0 <= c < 1.0 for c in cuts):
+        p.error(f"--cuts {args.cuts}: expected comma-separated probabilities in [0, 1), e.g. 0.2,0.5")
+    if args.epochs < 1:
+        p.error(f"--epochs {args.epochs}: expected >= 1")
     torch.set_num_threads(2)
     try:
         return run(args, cuts)

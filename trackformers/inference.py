@@ -26,6 +26,7 @@ from trackformers.errors import InputError
 from trackformers.events import Event
 
 if TYPE_CHECKING:
+    from trackformers.clustering.selection import TrackSelector
     from trackformers.filtering import HitFilter
 
 STAGES: tuple[str, ...] = ("read", "features", "model", "clustering", "write")
@@ -158,7 +159,8 @@ class TimedClusterer:
 def reconstruct_event(module: Any, event: Event, clusterer: Callable[..., Tensor] | None,
                       timer: StageTimer, *, forward: Callable[..., Any] | None = None,
                       hit_filter: HitFilter | None = None, clean: dict[str, Any] | None = None,
-                      filter_forward: Callable[..., Any] | None = None, selector: Any = None) -> pd.DataFrame:
+                      filter_forward: Callable[..., Any] | None = None,
+                      selector: TrackSelector | None = None) -> pd.DataFrame:
     """``DataFrame[hit_id, track_id]`` for one event; books features, model and clustering time.
 
     ``forward`` replaces ``module(batch)`` (e.g. a :class:`~trackformers.cuda_graph.GraphedForward`).
@@ -340,7 +342,7 @@ def reconstruct_files(inputs: Sequence[str | Path], *, module: Any, out_dir: str
                       progress: bool | None = None, device: torch.device | None = None,
                       on_skip: Callable[[str, str], None] | None = None, cuda_graphs: bool = False,
                       precision: str = "fp32", hit_filter: HitFilter | None = None,
-                      clean: dict[str, Any] | None = None, selector: Any = None) -> Summary:
+                      clean: dict[str, Any] | None = None, selector: TrackSelector | None = None) -> Summary:
     """Reconstruct every event of ``inputs`` with ``module`` and write one submission per event.
 
     Args:

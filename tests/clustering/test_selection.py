@@ -74,9 +74,31 @@ def test_select_dissolves_exactly_the_tracks_below_the_cut(trained: TrackSelecto
         trained.cut = 0.5
     drop = np.isin(ids, judged[p < cut])
     assert 0 < drop.sum() < len(ids) or cut == 0.0
+    assert not np.isin([7, 8], judged).any() and (got[-3:] == [7, 7, 8]).all()  # < 3 hits: not judged, kept
     np.testing.assert_array_equal(got[~drop], ids[~drop])
     fresh = got[drop]
     assert len(np.unique(fresh)) == len(fresh) and (fresh > ids.max()).all()
+
+
+def test_fresh_ids_above_every_input_id(trained: TrackSelector) -> None:
+    hits, ids, _ = tracks(20, seed=6)
+    ids = np.r_[ids, [10**12, 10**12]]  # the largest id belongs to a short, unjudged track
+    hits = np.r_[hits, np.zeros((2, 4)) + [[50.0, 0, 0, 0]]]
+    trained.cut = 0.9
+    try:
+        got = trained.select(hits[:, 0], hits[:, 1], hits[:, 2], hits[:, 3], ids)
+    finally:
+        trained.cut = 0.5
+    fresh = got != ids
+    assert fresh.any() and (got[fresh] > 10**12).all() and (got[-2:] == 10**12).all()
+
+
+def test_field_enters_the_pt_feature() -> None:
+    from trackformers.clustering.track_features import FEATURES
+
+    pts = helix(2.0, 0.0, 0.5, 0.3, RADII, field_t=4.0)
+    _, f = track_features(pts[:, 0], pts[:, 1], pts[:, 2], np.arange(7), np.zeros(7, int), field_t=4.0)
+    np.testing.assert_allclose(f[0, FEATURES.index("inv_pt")], 0.5, rtol=1e-3)
 
 
 def test_save_load_round_trip(trained: TrackSelector, tmp_path: Path) -> None:
@@ -106,8 +128,22 @@ def test_bad_files_and_values(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="meta"):
         TrackSelector().save(tmp_path / "bad.pt", when=object())
     assert not (tmp_path / "bad.pt").exists()
-    with pytest.raises(InputError, match="cut 1.5"):
+    with pytest.raises(InputError, match=r"--selector-cut\) 1.5"):
         TrackSelector(cut=1.5)
+    with pytest.raises(InputError, match="-0.1"):
+        TrackSelector().cut = -0.1  # the property checks every assignment, not only the constructor's
+    with pytest.raises(InputError, match="field_t 0"):
+        TrackSelector(field_t=0.0)
+    with pytest.raises(InputError, match="epochs 0"):
+        fit_selector(np.zeros((3, 13)), np.array([True, False, True]), epochs=0)
+    good = TrackSelector()
+    good.save(tmp_path / "good.pt")
+    payload = torch.load(tmp_path / "good.pt", weights_only=True)
+    for key, value, words in [("features", ["n_hits"], "features"), ("config", {"cut": 0.5}, "config or weights"),
+                              ("state_dict", {}, "config or weights")]:
+        torch.save({**payload, key: value}, tmp_path / "edited.pt")
+        with pytest.raises(InputError, match=words):
+            TrackSelector.load(tmp_path / "edited.pt")
     with pytest.raises(InputError, match="both real and fake"):
         fit_selector(np.zeros((3, 13)), np.ones(3, bool))
 
@@ -117,10 +153,19 @@ def test_select_submission_matches_hits_by_id(trained: TrackSelector) -> None:
     table = pd.DataFrame({"hit_id": np.arange(len(ids)) + 11, "x": hits[:, 0], "y": hits[:, 1], "z": hits[:, 2],
                           "volume_id": 8, "layer_id": hits[:, 3].astype(int) * 2})
     sub = pd.DataFrame({"hit_id": table["hit_id"], "track_id": ids}).sample(frac=1.0, random_state=0)
-    got = select_submission(table, sub, trained)
-    want = trained.select(*(table.set_index("hit_id").loc[sub["hit_id"], c].to_numpy() for c in "xyz"),
-                          hits[sub["hit_id"].to_numpy() - 11, 3], sub["track_id"].to_numpy())
+    aligned = table.set_index("hit_id").loc[sub["hit_id"]]
+    args = (*(aligned[c].to_numpy() for c in "xyz"), 80_000 + 2 * hits[sub["hit_id"].to_numpy() - 11, 3].astype(int),
+            sub["track_id"].to_numpy())
+    _, p = trained.probability(*args)
+    trained.cut = float(np.median(p))  # half of the tracks on each side: a misaligned feature flips many
+    try:
+        got = select_submission(table, sub, trained)
+        want = trained.select(*args)
+    finally:
+        trained.cut = 0.5
     np.testing.assert_array_equal(got["hit_id"], sub["hit_id"])
     np.testing.assert_array_equal(got["track_id"], want)
     with pytest.raises(InputError, match="no volume_id"):
         select_submission(table.drop(columns="volume_id"), sub, trained)
+    with pytest.raises(InputError, match="no hit_id 11"):
+        select_submission(table.iloc[1:], sub, trained)

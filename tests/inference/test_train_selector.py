@@ -45,6 +45,8 @@ def test_trains_measures_and_writes(tmp_path: Path, capsys: pytest.CaptureFixtur
     record = json.loads(out.with_suffix(".json").read_text())
     assert [row["cut"] for row in record["val_table"]] == [None, 0.2, 0.5]
     assert record["train"] == [["train", "sub_train"]] and record["train_tracks"] > 0
+    allowed = record["val_table"][1:]  # --max-eff-loss 1: every cut is allowed
+    assert record["cut"] == min(allowed, key=lambda row: row["fake_rate"])["cut"]
     selector = TrackSelector.load(out)
     assert selector.cut == record["cut"] and selector.meta["val_table"] == record["val_table"]
 

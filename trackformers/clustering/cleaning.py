@@ -246,10 +246,11 @@ def clean_submission(hits: pd.DataFrame, submission: pd.DataFrame, **params: Any
     """``submission`` (DataFrame[hit_id, track_id]) with its track ids cleaned by :func:`clean_tracks`; the hit
     positions x, y, z (mm) come from ``hits`` (an event's hits table), matched by hit id, any row order; so
     do the layers for merging (volume_id, layer_id, when the table has them)."""
-    rows = pd.Index(hits["hit_id"].to_numpy()).get_indexer(submission["hit_id"].to_numpy())
-    xyz = [hits[c].to_numpy(np.float64)[rows] for c in ("x", "y", "z")]
-    if "layer" not in params and {"volume_id", "layer_id"} <= set(hits.columns):
-        params["layer"] = (hits["volume_id"].to_numpy(np.int64) * 10_000 + hits["layer_id"].to_numpy(np.int64))[rows]
+    from trackformers.clustering.track_features import hit_columns
+
+    *xyz, layer = hit_columns(hits, submission["hit_id"].to_numpy(), where="track cleaning")
+    if "layer" not in params and layer is not None:
+        params["layer"] = layer
     ids = clean_tracks(*xyz, submission["track_id"].to_numpy(np.int64), **params)
     return pd.DataFrame({"hit_id": submission["hit_id"].to_numpy(), "track_id": ids})
 

@@ -3,8 +3,8 @@
 A fake track (one that no particle matches by double majority) mixes hits of several particles or holds
 hits of soft particles the filter let through; its helix fit, layer pattern and radii show it. The
 :class:`TrackSelector` (an MLP over :func:`~trackformers.clustering.track_features.track_features`, inputs
-standardised by stored means and widths) gives each track of >= 3 hits a probability of being real; tracks
-below ``cut`` become singletons (fresh ids above the largest input id, as cleaning does). Trained by
+standardised by stored means and widths) gives each track of >= ``min_hits`` (3) hits a probability of being
+real; tracks below ``cut`` become singletons (fresh ids above the largest input id, as cleaning does). Trained by
 :func:`fit_selector` on tracks labelled by the truth (``benchmarks/train_selector.py``); saved as tensors and
 plain values, loaded with ``torch.load(weights_only=True)``.
 """
@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from trackformers.clustering.track_features import FEATURES, track_features
+from trackformers.clustering.track_features import FEATURES, hit_columns, track_features
 from trackformers.errors import InputError, load_error_reason
 
 #: Written into every selector file; a file without it is not one.
@@ -39,10 +39,14 @@ class TrackSelector(nn.Module):
     def __init__(self, hidden: tuple[int, ...] = (32, 32), *, cut: float = 0.5, field_t: float = 2.0,
                  min_hits: int = 3) -> None:
         super().__init__()
-        if not 0.0 <= cut < 1.0:
-            raise InputError(f"track selector cut {cut}: expected a probability in [0, 1).")
-        self.hidden, self.cut, self.field_t, self.min_hits = tuple(int(h) for h in hidden), float(cut), \
-            float(field_t), int(min_hits)
+        if not field_t > 0.0:
+            raise InputError(f"track selector field_t {field_t}: expected a positive field in T.")
+        if int(min_hits) < 1:
+            raise InputError(f"track selector min_hits {min_hits}: expected an integer >= 1.")
+        self.hidden, self.field_t, self.min_hits = tuple(int(h) for h in hidden), float(field_t), int(min_hits)
+        self.cut = cut
+        self.meta: dict[str, Any] = {}  # where it was trained and measured (plain values; save / load)
+        self.final_loss: float | None = None  # the training loss at the last epoch (fit_selector)
         widths = (len(FEATURES), *self.hidden)
         layers: list[nn.Module] = []
         for a, b in zip(widths[:-1], widths[1:]):
@@ -50,6 +54,17 @@ class TrackSelector(nn.Module):
         self.net = nn.Sequential(*layers, nn.Linear(widths[-1], 1))
         self.register_buffer("mean", torch.zeros(len(FEATURES)))
         self.register_buffer("scale", torch.ones(len(FEATURES)))
+
+    @property
+    def cut(self) -> float:
+        """Tracks with a probability below it are dissolved; in [0, 1) (``--selector-cut``)."""
+        return self._cut
+
+    @cut.setter
+    def cut(self, value: float) -> None:
+        if not 0.0 <= float(value) < 1.0:
+            raise InputError(f"track selector cut (--selector-cut) {value}: expected a probability in [0, 1).")
+        self._cut = float(value)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Logits (T,) of features (T, F) float32, columns in FEATURES order."""
@@ -105,12 +120,18 @@ class TrackSelector(nn.Module):
         if payload.get("features") != list(FEATURES):
             raise InputError(f"track selector {path}: features {payload.get('features')}; expected "
                              f"{list(FEATURES)} (written by another version of trackformers).")
-        config = dict(payload["config"])
-        if cut is not None:
-            config["cut"] = cut
-        selector = cls(tuple(config.pop("hidden")), **config)
-        selector.load_state_dict(payload["state_dict"])
-        selector.meta = payload.get("meta", {})
+        try:
+            config = dict(payload["config"])
+            hidden = tuple(config.pop("hidden"))
+            selector = cls(hidden, **{**config, "cut": config["cut"] if cut is None else cut})
+            selector.load_state_dict(payload["state_dict"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            if isinstance(err, InputError):
+                raise
+            reason = load_error_reason(err)[:200]
+            raise InputError(f"track selector {path}: its config or weights do not fit ({reason}); expected a file "
+                             "written by TrackSelector.save.") from None
+        selector.meta = dict(payload.get("meta", {}))
         return selector.eval()
 
 
@@ -122,6 +143,8 @@ def fit_selector(features: np.ndarray, real: np.ndarray, *, hidden: tuple[int, .
     The means and widths of the training features are stored in the model (a feature that never varies gets
     width 1), so inputs need no scaling outside it.
     """
+    if epochs < 1:
+        raise InputError(f"track selector training: epochs {epochs}; expected >= 1.")
     if len(features) == 0 or np.all(real) or not np.any(real):
         raise InputError(f"track selector training: {len(features)} tracks, {int(np.sum(real))} real; expected "
                          "both real and fake tracks.")
@@ -146,12 +169,10 @@ def fit_selector(features: np.ndarray, real: np.ndarray, *, hidden: tuple[int, .
 def select_submission(hits: pd.DataFrame, submission: pd.DataFrame, selector: TrackSelector) -> pd.DataFrame:
     """``submission`` (DataFrame[hit_id, track_id]) with the tracks ``selector`` rejects dissolved; positions
     (mm) and layers (volume_id, layer_id) come from ``hits`` (an event's hits table), matched by hit id."""
-    rows = pd.Index(hits["hit_id"].to_numpy()).get_indexer(submission["hit_id"].to_numpy())
-    x, y, z = (hits[c].to_numpy(np.float64)[rows] for c in ("x", "y", "z"))
-    missing = [c for c in ("volume_id", "layer_id") if c not in hits.columns]
-    if missing:
+    x, y, z, layer = hit_columns(hits, submission["hit_id"].to_numpy(), where="track selection")
+    if layer is None:
+        missing = [c for c in ("volume_id", "layer_id") if c not in hits.columns]
         raise InputError(f"track selection: the hits table has no {', '.join(missing)} column; expected the "
                          "detector layer of every hit.")
-    layer = (hits["volume_id"].to_numpy(np.int64) * 10_000 + hits["layer_id"].to_numpy(np.int64))[rows]
     ids = selector.select(x, y, z, layer, submission["track_id"].to_numpy(np.int64))
     return pd.DataFrame({"hit_id": submission["hit_id"].to_numpy(), "track_id": ids})

@@ -16,6 +16,7 @@ feature matrix, in :data:`FEATURES` order (lengths in mm, momenta in GeV):
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from trackformers.clustering.cleaning import fit_tracks
 from trackformers.clustering.merging import helix_parameters
@@ -23,6 +24,23 @@ from trackformers.clustering.merging import helix_parameters
 #: Column names of :func:`track_features`' matrix.
 FEATURES: tuple[str, ...] = ("n_hits", "n_layers", "shared_layers", "log_rms_t", "log_rms_z", "log_max_t",
                              "log_max_z", "inv_pt", "abs_z0", "abs_cot_theta", "r_min", "r_max", "determined")
+
+
+def hit_columns(hits: pd.DataFrame, hit_ids: np.ndarray, *, where: str = "hits table") -> tuple[np.ndarray, ...]:
+    """x, y, z (mm, float64) and the layer key volume_id·10000 + layer_id (int64, or None without those columns)
+    of ``hit_ids`` (shape (N,)), looked up by hit id in ``hits`` (an event's hits table, any row order);
+    InputError naming the first hit id the table lacks."""
+    from trackformers.errors import InputError
+
+    rows = pd.Index(hits["hit_id"].to_numpy()).get_indexer(np.asarray(hit_ids))
+    if (rows < 0).any():
+        raise InputError(f"{where}: no hit_id {np.asarray(hit_ids)[rows < 0][0]} ({int((rows < 0).sum())} of "
+                         f"{len(rows)} track hits missing); expected the hits of the event the tracks belong to.")
+    x, y, z = (hits[c].to_numpy(np.float64)[rows] for c in ("x", "y", "z"))
+    layer = None
+    if {"volume_id", "layer_id"} <= set(hits.columns):
+        layer = (hits["volume_id"].to_numpy(np.int64) * 10_000 + hits["layer_id"].to_numpy(np.int64))[rows]
+    return x, y, z, layer
 
 
 def segment_extreme(values: np.ndarray, group: np.ndarray, n_groups: int, largest: bool) -> np.ndarray:
@@ -53,8 +71,8 @@ def track_features(x: np.ndarray, y: np.ndarray, z: np.ndarray, layer: np.ndarra
         ``(ids, features)``: the tracks' ids, shape (T,) int64 ascending, and float32 (T, len(FEATURES)).
     """
     ids = np.asarray(track_id).astype(np.int64)
-    _, first, counts = np.unique(ids, return_inverse=True, return_counts=True)
-    rows = counts[first.ravel()] >= min_hits  # only these hits are fitted (most hits of an event are singletons)
+    _, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    rows = counts[inverse.ravel()] >= min_hits  # only these hits are fitted (most hits of an event are singletons)
     x, y, z = (np.asarray(c, dtype=np.float64)[rows] for c in (x, y, z))
     uniq, group = np.unique(ids[rows], return_inverse=True)
     group, n_groups = group.ravel(), len(uniq)

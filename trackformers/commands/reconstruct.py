@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trackformers.commands._options import parse_volumes
 from trackformers.errors import InputError
+
+if TYPE_CHECKING:
+    from trackformers.clustering.selection import TrackSelector
 
 NAME = "reconstruct"
 HELP = "reconstruct tracks over event files with a trained checkpoint; write TrackML submissions"
@@ -174,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_selector(args: argparse.Namespace) -> Any:
+def load_selector(args: argparse.Namespace) -> TrackSelector | None:
     """The TrackSelector of ``--selector`` (its cut replaced by ``--selector-cut``), or None without it."""
     if getattr(args, "selector", None) is None:
         if getattr(args, "selector_cut", None) is not None:
