@@ -105,12 +105,14 @@ def fit_helices(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndarray, 
 
 
 def fit_tracks(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndarray, active: np.ndarray,
-               n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+               n_groups: int, fit: tuple[np.ndarray, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fit every group's active hits; ``(res_t, res_z)`` of every hit (mm, shape (N,), inactive too).
 
-    ``group``: dense track index per hit in [0, n_groups); ``active``: hits that take part in the fit.
+    ``group``: dense track index per hit in [0, n_groups); ``active``: hits that take part in the fit; ``fit``:
+    :func:`fit_helices`' result for these arguments when the caller has it already.
     """
-    nx, ny, rho0, z0, slope = (p[group] for p in fit_helices(x, y, z, group, active, n_groups))
+    fit = fit_helices(x, y, z, group, active, n_groups) if fit is None else fit
+    nx, ny, rho0, z0, slope = (p[group] for p in fit)
     res_t, _, res_z = _residuals(x, y, z, nx, ny, rho0, z0, slope)
     return res_t, res_z
 

@@ -30,12 +30,14 @@ from trackformers.clustering.cleaning import _residuals, fit_helices, fit_tracks
 
 
 def helix_parameters(x: np.ndarray, y: np.ndarray, z: np.ndarray, group: np.ndarray, active: np.ndarray,
-                     n_groups: int, sigma_t: float, sigma_z: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     n_groups: int, sigma_t: float, sigma_z: float,
+                     fit: tuple[np.ndarray, ...] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per group: parameters (G, 4) = (φ0 rad, κ 1/mm, z0 mm, cotθ), covariances (G, 4, 4) (block diagonal:
     (φ0, κ) and (z0, cotθ)) of the group's active hits, and whether (φ0, κ) are determined at all, (G,) bool:
     hits at one radius (one barrel layer; 1 − corr² of the Jacobian's columns < 1e-4, i.e. radii spread by
-    less than ~1%) fit every direction, so such a track never merges; see the module docstring."""
-    nx, ny, rho0, z0, slope = fit_helices(x, y, z, group, active, n_groups)
+    less than ~1%) fit every direction, so such a track never merges; see the module docstring. ``fit``:
+    :func:`~trackformers.clustering.cleaning.fit_helices`' result for these arguments, when already computed."""
+    nx, ny, rho0, z0, slope = fit_helices(x, y, z, group, active, n_groups) if fit is None else fit
     a = active.astype(np.float64)
 
     def seg(values: np.ndarray) -> np.ndarray:

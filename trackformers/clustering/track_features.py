@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from trackformers.clustering.cleaning import fit_tracks
+from trackformers.clustering.cleaning import fit_helices, fit_tracks
 from trackformers.clustering.merging import helix_parameters
 
 #: Column names of :func:`track_features`' matrix.
@@ -78,8 +78,9 @@ def track_features(x: np.ndarray, y: np.ndarray, z: np.ndarray, layer: np.ndarra
     group, n_groups = group.ravel(), len(uniq)
     counts = np.bincount(group, minlength=n_groups)
     active = np.ones(len(group), dtype=bool)
-    res_t, res_z = fit_tracks(x, y, z, group, active, n_groups)
-    params, _, determined = helix_parameters(x, y, z, group, active, n_groups, 1.0, 1.0)
+    fit = fit_helices(x, y, z, group, active, n_groups)  # once, for the residuals and the parameters
+    res_t, res_z = fit_tracks(x, y, z, group, active, n_groups, fit)
+    params, _, determined = helix_parameters(x, y, z, group, active, n_groups, 1.0, 1.0, fit)
     pairs = np.unique(np.stack([group, np.asarray(layer).astype(np.int64)[rows]], 1), axis=0)
     n_layers = np.bincount(pairs[:, 0], minlength=n_groups)
     r = np.hypot(x, y)
