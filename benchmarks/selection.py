@@ -11,16 +11,13 @@ import argparse
 import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from train_selector import load_pairs  # this folder: the events and their submissions, paired
 
 from trackformers.clustering.selection import TrackSelector, select_submission
 from trackformers.errors import InputError
-from trackformers.inference import output_path
-from trackformers.io.submission import read_submission
-from trackformers.io.trackml import prefixes, read_event
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,9 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.processor() or platform.machine()}, "
               f"torch {torch.__version__}, numpy {np.__version__}, selector {args.selector} (cut {selector.cut})")
         print(f"{'event':>10} {'hits':>7} {'tracks>=3':>9} {'dissolved':>9} {'ms (median)':>11}")
-        for prefix in prefixes(Path(args.events)):
-            event = read_event(prefix, cells=False)
-            sub = read_submission(output_path(Path(args.submissions), event, "csv"), event_id=event.event_id)
+        for event, sub in load_pairs(args.events, args.submissions, truth=False):
             times = []
             for _ in range(max(args.repeats, 1)):
                 t0 = time.perf_counter()

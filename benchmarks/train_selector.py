@@ -34,12 +34,12 @@ from trackformers.metrics import evaluate_event
 from trackformers.metrics.matching import match_event
 
 
-def load_pairs(events: str, subs: str) -> list[tuple]:
-    """(event, submission) for every event of folder ``events`` (truth required) and its submission."""
+def load_pairs(events: str, subs: str, *, truth: bool = True) -> list[tuple]:
+    """(event, submission) for every event of folder ``events`` (with truth when ``truth``) and its submission."""
     pairs = []
     for prefix in prefixes(Path(events)):
         event = read_event(prefix, cells=False)
-        if event.truth is None:
+        if truth and event.truth is None:
             raise InputError(f"{prefix}: no truth; expected events with truth to label the tracks.")
         path = output_path(Path(subs), event, "csv")
         if not path.is_file():
@@ -53,9 +53,7 @@ def load_pairs(events: str, subs: str) -> list[tuple]:
 
 def labelled(event, sub: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Features (T, F) of the submission's tracks of >= 3 hits and whether each is DM-matched (T,)."""
-    x, y, z, layer = hit_columns(event.hits, sub["hit_id"].to_numpy(), where=str(event.source))
-    if layer is None:
-        raise InputError(f"{event.source}: no volume_id / layer_id columns; expected the layer of every hit.")
+    x, y, z, layer = hit_columns(event.hits, sub["hit_id"].to_numpy(), where=str(event.source), need_layer=True)
     ids, feats = track_features(x, y, z, layer, sub["track_id"].to_numpy(np.int64))
     tracks = match_event(event=event, submission=sub).tracks.set_index("track_id")
     return feats, tracks.loc[ids, "dm_particle_id"].to_numpy() != 0

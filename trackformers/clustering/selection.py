@@ -169,10 +169,6 @@ def fit_selector(features: np.ndarray, real: np.ndarray, *, hidden: tuple[int, .
 def select_submission(hits: pd.DataFrame, submission: pd.DataFrame, selector: TrackSelector) -> pd.DataFrame:
     """``submission`` (DataFrame[hit_id, track_id]) with the tracks ``selector`` rejects dissolved; positions
     (mm) and layers (volume_id, layer_id) come from ``hits`` (an event's hits table), matched by hit id."""
-    x, y, z, layer = hit_columns(hits, submission["hit_id"].to_numpy(), where="track selection")
-    if layer is None:
-        missing = [c for c in ("volume_id", "layer_id") if c not in hits.columns]
-        raise InputError(f"track selection: the hits table has no {', '.join(missing)} column; expected the "
-                         "detector layer of every hit.")
+    x, y, z, layer = hit_columns(hits, submission["hit_id"].to_numpy(), where="track selection", need_layer=True)
     ids = selector.select(x, y, z, layer, submission["track_id"].to_numpy(np.int64))
     return pd.DataFrame({"hit_id": submission["hit_id"].to_numpy(), "track_id": ids})

@@ -26,10 +26,11 @@ FEATURES: tuple[str, ...] = ("n_hits", "n_layers", "shared_layers", "log_rms_t",
                              "log_max_z", "inv_pt", "abs_z0", "abs_cot_theta", "r_min", "r_max", "determined")
 
 
-def hit_columns(hits: pd.DataFrame, hit_ids: np.ndarray, *, where: str = "hits table") -> tuple[np.ndarray, ...]:
+def hit_columns(hits: pd.DataFrame, hit_ids: np.ndarray, *, where: str = "hits table",
+                need_layer: bool = False) -> tuple[np.ndarray, ...]:
     """x, y, z (mm, float64) and the layer key volume_id·10000 + layer_id (int64, or None without those columns)
     of ``hit_ids`` (shape (N,)), looked up by hit id in ``hits`` (an event's hits table, any row order);
-    InputError naming the first hit id the table lacks."""
+    InputError naming the first hit id the table lacks, or the missing layer columns when ``need_layer``."""
     from trackformers.errors import InputError
 
     rows = pd.Index(hits["hit_id"].to_numpy()).get_indexer(np.asarray(hit_ids))
@@ -37,8 +38,12 @@ def hit_columns(hits: pd.DataFrame, hit_ids: np.ndarray, *, where: str = "hits t
         raise InputError(f"{where}: no hit_id {np.asarray(hit_ids)[rows < 0][0]} ({int((rows < 0).sum())} of "
                          f"{len(rows)} track hits missing); expected the hits of the event the tracks belong to.")
     x, y, z = (hits[c].to_numpy(np.float64)[rows] for c in ("x", "y", "z"))
+    missing = [c for c in ("volume_id", "layer_id") if c not in hits.columns]
+    if missing and need_layer:
+        raise InputError(f"{where}: the hits table has no {', '.join(missing)} column; expected the detector layer "
+                         "of every hit.")
     layer = None
-    if {"volume_id", "layer_id"} <= set(hits.columns):
+    if not missing:
         layer = (hits["volume_id"].to_numpy(np.int64) * 10_000 + hits["layer_id"].to_numpy(np.int64))[rows]
     return x, y, z, layer
 
