@@ -1,0 +1,62 @@
+"""benchmarks/loss_budget.py: the stage a lost particle is charged to, and the staged pipeline against the real one."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trackformers.clustering.selection import TrackSelector
+from trackformers.filtering import HitFilter
+from trackformers.inference import StageTimer, load_module, reconstruct_event
+from trackformers.metrics.matching import match_event
+from trackformers.metrics.rates import reconstructable
+from trackformers.simulation import simulate
+
+ROOT = Path(__file__).resolve().parents[2]
+CKPT = ROOT / "data" / "checkpoints"
+
+
+def script():
+    spec = importlib.util.spec_from_file_location("loss_budget", ROOT / "benchmarks" / "loss_budget.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_charge_takes_the_first_stage_that_lost_the_particle() -> None:
+    t, f = True, False
+    #            kept nhits raw clean final  → stage
+    cases = [(4, 4, t, t, t, "found"),
+             (0, 4, f, f, f, "filter: none kept"),
+             (2, 4, f, f, f, "filter: some kept"),      # exactly half kept: no track can hold more than half
+             (3, 4, f, f, f, "tracker"),
+             (3, 4, t, f, f, "cleaning"),
+             (3, 4, t, t, f, "selection"),
+             (3, 4, f, t, f, "selection"),              # cleaning made the match, the selector undid it
+             (3, 4, f, t, t, "found")]
+    cols = [np.array(c) for c in zip(*cases)]
+    got = script().charge(*cols[:5])
+    assert list(got) == list(cols[5])
+
+
+def test_staged_pipeline_finds_what_reconstruct_finds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The budget's "found" particles are exactly those `reconstruct --filter --clean --selector` finds, and
+    every reconstructable particle is charged to one stage."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # the banded torch path: the interpreter would take many minutes
+    event = next(iter(simulate(1, seed=11, pileup=10, volumes=(7, 8, 9))))
+    cpu = torch.device("cpu")
+    hit_filter = HitFilter.load(CKPT / "filter.ckpt", cpu)
+    tracker = load_module(CKPT / "tracker_mu200.ckpt", cpu)
+    selector = TrackSelector.load(CKPT / "selector_mu200.pt")
+    table = script().event_budget(event, hit_filter, tracker, selector)
+    sub = reconstruct_event(tracker, event, None, StageTimer(), hit_filter=hit_filter, clean={}, selector=selector)
+    parts = match_event(event=event, submission=sub).particles
+    parts = parts[reconstructable(parts)]
+    assert len(table) == len(parts) > 30
+    assert int((table["stage"] == "found").sum()) == int(parts["dm_matched"].sum())
+    assert set(table["stage"]) <= set(script().STAGES)
+    assert (table["kept"] <= table["nhits"]).all() and (table["kept"] > 0).any()
