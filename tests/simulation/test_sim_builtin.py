@@ -180,12 +180,29 @@ def test_volume_selection_and_empty_pileup():
 
 @pytest.mark.parametrize("kwargs", [
     {"pileup": -1}, {"pileup": float("nan")}, {"volumes": [7, 10]}, {"engine": "geant"}, {"colour": 1},
-    {"efficiency": 1.5}, {"eta_max": 5.0}, {"seed": -3},
+    {"efficiency": 1.5}, {"eta_max": 5.0}, {"seed": -3}, {"beam_sigma_z": -1.0}, {"beam_sigma_z": float("nan")},
 ])
 def test_bad_input(kwargs):
     kwargs = {"seed": 0, **kwargs}
     with pytest.raises(InputError):
         simulate_event(**kwargs)
+
+
+def test_beam_spot_length():
+    """beam_sigma_z (mm) sets the spread of the interactions along the beam; the default is 55.5 mm, as before."""
+    def vz_spread(**options) -> float:
+        particles = simulate_event(seed=9, pileup=200, volumes=[8], **options).particles
+        vz = particles["vz"].to_numpy()
+        vertex = decode_particle_id(particles["particle_id"].to_numpy())["vertex_id"]
+        per_vertex = pd.Series(vz).groupby(vertex).first()  # one z per interaction
+        return float(per_vertex.std())
+
+    assert 45 < vz_spread() < 66 and 45 < vz_spread(beam_sigma_z=55.5) < 66
+    assert 130 < vz_spread(beam_sigma_z=150.0) < 170
+    assert vz_spread(beam_sigma_z=0.0) == 0.0
+    default = simulate_event(seed=9, pileup=5, volumes=[8])
+    same = simulate_event(seed=9, pileup=5, volumes=[8], beam_sigma_z=55.5)
+    pd.testing.assert_frame_equal(default.hits, same.hits)
 
 
 def test_bad_simulate_arguments_fail_eagerly():

@@ -39,12 +39,13 @@ def test_workers_do_not_change_the_output(tmp_path):
 def test_parquet_and_engine_options(tmp_path):
     out = tmp_path / "pq"
     assert main(["simulate", "--events", "1", "--out", str(out), "--format", "parquet", "--gun", "10",
-                 "--gun-pt", "2,3", "--noise", "0.1", "--no-scattering", "--quiet"]) == 0
+                 "--gun-pt", "2,3", "--noise", "0.1", "--no-scattering", "--beam-sigma-z", "0", "--quiet"]) == 0
     (event,) = read_events(out)
     p = event.particles
     pt = np.hypot(p["px"], p["py"])
     assert len(p) == 10 and pt.between(2, 3).all()
     assert (event.truth["particle_id"] == 0).any()
+    assert (p["vz"] == 0).all()  # --beam-sigma-z 0: every interaction at z = 0
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -55,6 +56,7 @@ def test_parquet_and_engine_options(tmp_path):
     (["--events", "2", "--workers", "0"], "--workers"),
     (["--events", "2", "--gun-pt", "5"], "--gun-pt"),
     (["--events", "2", "--eta-max", "5"], "eta_max"),
+    (["--events", "2", "--beam-sigma-z", "-5"], "beam_sigma_z"),
 ])
 def test_bad_input_one_line_exit_2(tmp_path, capsys, args, needle):
     rc = main(["simulate", *args, "--out", str(tmp_path / "x"), "--quiet"])

@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eta-max", type=float, help="|η| range of generated particles (default 3, max 4)")
     parser.add_argument("--noise", type=float, help="noise hits as a fraction of particle hits (default 0)")
     parser.add_argument("--efficiency", type=float, help="hit efficiency (default 0.98)")
+    parser.add_argument("--beam-sigma-z", type=float, metavar="MM",
+                        help="longitudinal σ of the beam spot in mm (default 55.5)")
     parser.add_argument("--hard-scatter", action="store_true",
                         help="make the first interaction a harder, ttbar-like one")
     parser.add_argument("--gun", type=int,
@@ -52,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """The engine options set on the command line (unset ones keep the engine's defaults)."""
     opts: dict[str, Any] = {}
-    for name in ("eta_max", "noise", "efficiency", "gun"):
+    for name in ("eta_max", "noise", "efficiency", "gun", "beam_sigma_z"):
         if getattr(args, name) is not None:
             opts[name] = getattr(args, name)
     if args.gun_pt is not None:

@@ -146,7 +146,7 @@ def simulate_event(*, seed: int | np.random.SeedSequence, pileup: float = 0.0, v
     parts = generator.generate(
         rng, pileup=pileup, multiplicity=cfg.multiplicity, eta_max=cfg.eta_max, hard_scatter=cfg.hard_scatter,
         hard_multiplicity=cfg.hard_multiplicity, gun=cfg.gun, gun_pt=cfg.gun_pt,
-        spectrum=generator.Spectrum(pt_min=cfg.pt_min))
+        spectrum=generator.Spectrum(pt_min=cfg.pt_min), vertex_sigma=(generator.BEAM_SIGMA_XY, cfg.beam_sigma_z))
     # below every generated momentum (p >= pT), also when pt_min or the gun's pT go below P_MIN
     p_min = min(P_MIN, 0.5 * cfg.pt_min, 0.5 * float(cfg.gun_pt[0]))
     with tempfile.TemporaryDirectory(prefix="trackformers-acts-") as tmp:

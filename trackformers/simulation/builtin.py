@@ -38,6 +38,7 @@ class Config:
         scattering: Highland multiple scattering at each crossing.
         smearing: Gaussian smearing of the measured positions (true positions are always exact).
         bfield: solenoid field along +z, T.
+        beam_sigma_z: longitudinal σ of the Gaussian beam spot, mm (where along the beam the interactions lie).
     """
 
     multiplicity: float = 45.0
@@ -52,6 +53,7 @@ class Config:
     scattering: bool = True
     smearing: bool = True
     bfield: float = 2.0
+    beam_sigma_z: float = 55.5
 
     @classmethod
     def from_options(cls, options: dict[str, object]) -> Config:
@@ -67,6 +69,8 @@ class Config:
             raise InputError(f"noise = {cfg.noise}; expected a fraction >= 0.")
         if not cfg.bfield > 0:
             raise InputError(f"bfield = {cfg.bfield} T; expected a positive field.")
+        if not 0 <= cfg.beam_sigma_z <= 1000:
+            raise InputError(f"beam_sigma_z = {cfg.beam_sigma_z} mm; expected a beam-spot length in [0, 1000] mm.")
         if not 0 < cfg.pt_min < 100:
             raise InputError(f"pt_min = {cfg.pt_min} GeV; expected 0 < pt_min < 100.")
         if not 0 < cfg.eta_max <= 4:
@@ -89,7 +93,7 @@ def simulate_event(*, seed: int | np.random.SeedSequence, pileup: float = 0.0, v
     parts = generator.generate(
         rng, pileup=pileup, multiplicity=cfg.multiplicity, eta_max=cfg.eta_max, hard_scatter=cfg.hard_scatter,
         hard_multiplicity=cfg.hard_multiplicity, gun=cfg.gun, gun_pt=cfg.gun_pt,
-        spectrum=generator.Spectrum(pt_min=cfg.pt_min))
+        spectrum=generator.Spectrum(pt_min=cfg.pt_min), vertex_sigma=(generator.BEAM_SIGMA_XY, cfg.beam_sigma_z))
     state = {"x": parts["vx"], "y": parts["vy"], "z": parts["vz"], "px": parts["px"], "py": parts["py"],
              "pz": parts["pz"], "q": parts["q"], "mass": parts["mass"]}
     cross = propagation.propagate(state, _surfaces(layers), rng, bfield=cfg.bfield,
