@@ -16,6 +16,14 @@ if TYPE_CHECKING:
 NAME = "reconstruct"
 HELP = "reconstruct tracks over event files with a trained checkpoint; write TrackML submissions"
 
+#: ``--pipeline NAME``: the shipped, measured pipelines (docs/models.md), as the options they stand for; files
+#: relative to the shipped-checkpoint folder. Options given explicitly on the command line take precedence.
+PIPELINES: dict[str, dict[str, Any]] = {
+    "mu20": {"checkpoint": "best.ckpt", "clean": True, "selector": "selector_mu20.pt"},
+    "mu200": {"filter": "filter.ckpt", "checkpoint": "tracker_mu200.ckpt", "clean": True,
+              "selector": "selector_mu200.pt"},
+}
+
 
 
 def parse_params(items: list[str] | None, option: str = "--param", example: str = "eps=0.2") -> dict[str, Any]:
@@ -124,6 +132,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "its cut become singletons")
     parser.add_argument("--selector-cut", type=float, default=None, metavar="P",
                         help="probability cut in [0, 1) for --selector (default: the selector's own)")
+    parser.add_argument("--pipeline", choices=sorted(PIPELINES), default=None,
+                        help="a shipped, measured pipeline: mu20 = best.ckpt --clean --selector selector_mu20.pt "
+                             "(pile-up up to ~50); mu200 = --filter filter.ckpt --checkpoint tracker_mu200.ckpt "
+                             "--clean --selector selector_mu200.pt (from data/checkpoints/); options given "
+                             "explicitly take precedence")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         resolve_device,
     )
 
+    apply_pipeline(args)
     device = resolve_device(args.device)  # (asks whether CUDA exists; starts nothing)
     if device.type == "cuda":
         prefer_expandable_segments()  # before anything allocates on the GPU
@@ -175,6 +189,23 @@ def run(args: argparse.Namespace) -> int:
         print("trackformers: error: no event was reconstructed; every input was skipped.", file=sys.stderr)
         return 2
     return 0
+
+
+def apply_pipeline(args: argparse.Namespace) -> None:
+    """Fill the options of ``--pipeline NAME`` (:data:`PIPELINES`) that were not given explicitly, in place, and
+    say on stdout what the run uses."""
+    name = getattr(args, "pipeline", None)
+    if name is None:
+        return
+    from trackformers.inference import CHECKPOINT_DIR
+
+    for key, value in PIPELINES[name].items():
+        if getattr(args, key) in (None, False):
+            setattr(args, key, str(CHECKPOINT_DIR / value) if isinstance(value, str) else value)
+    parts = [f"filter {args.filter}"] if args.filter else []
+    parts += [f"tracker {args.checkpoint}", "--clean" if args.clean else "no cleaning",
+              f"selector {args.selector}" if args.selector else "no selection"]
+    print(f"pipeline {name}: " + ", ".join(parts))
 
 
 def load_selector(args: argparse.Namespace) -> TrackSelector | None:

@@ -1,0 +1,61 @@
+"""``trackformers reconstruct --pipeline NAME``: the shipped pipelines as one option, equal to their explicit options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trackformers.cli import main
+from trackformers.inference import CHECKPOINT_DIR
+from trackformers.io import write_events
+from trackformers.io.submission import read_submission
+from trackformers.simulation import simulate
+
+EXPLICIT = {
+    "mu20": ["--checkpoint", str(CHECKPOINT_DIR / "best.ckpt"), "--clean",
+             "--selector", str(CHECKPOINT_DIR / "selector_mu20.pt")],
+    "mu200": ["--filter", str(CHECKPOINT_DIR / "filter.ckpt"), "--checkpoint", str(CHECKPOINT_DIR / "tracker_mu200.ckpt"),
+              "--clean", "--selector", str(CHECKPOINT_DIR / "selector_mu200.pt")],
+}
+
+
+@pytest.fixture(scope="module")
+def events(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("events")
+    write_events(list(simulate(1, seed=97, pileup=3, volumes=(7, 8, 9))), folder, format="csv")
+    return folder
+
+
+def submission(folder: Path):
+    (path,) = folder.glob("*-submission.csv")
+    return read_submission(path).sort_values("hit_id", ignore_index=True)
+
+
+@pytest.mark.parametrize("name", ["mu20", "mu200"])
+def test_pipeline_equals_its_explicit_options(name: str, events: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # the banded torch path on a CPU (the interpreter is slow)
+    base = ["reconstruct", str(events), "--no-progress", "--device", "cpu"]
+    assert main([*base, "--out", str(tmp_path / "preset"), "--pipeline", name]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith(f"pipeline {name}: ") and "--clean" in line and f"selector_{name}.pt" in line
+    assert ("filter.ckpt" in line) == (name == "mu200")
+    assert main([*base, "--out", str(tmp_path / "explicit"), *EXPLICIT[name]]) == 0
+    preset, explicit = submission(tmp_path / "preset"), submission(tmp_path / "explicit")
+    assert preset.equals(explicit) and (preset["track_id"].value_counts() >= 3).any()
+
+
+def test_explicit_options_take_precedence(events: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    base = ["reconstruct", str(events), "--no-progress", "--device", "cpu", "--pipeline", "mu200"]
+    other = str(CHECKPOINT_DIR / "selector_mu20.pt")
+    assert main([*base, "--out", str(tmp_path / "a"), "--selector", other, "--filter-threshold", "0.9"]) == 0
+    out = capsys.readouterr().out
+    assert f"selector {other}" in out and "selector_mu200" not in out and "tracker_mu200.ckpt" in out
+    # the same run spelled out: the filter's threshold and the other selector applied to the mu200 pair
+    assert main(["reconstruct", str(events), "--no-progress", "--device", "cpu", "--out", str(tmp_path / "b"),
+                 *EXPLICIT["mu200"][:-1], other, "--filter-threshold", "0.9"]) == 0
+    assert submission(tmp_path / "a").equals(submission(tmp_path / "b"))
