@@ -59,3 +59,17 @@ def test_explicit_options_take_precedence(events: Path, tmp_path: Path, monkeypa
     assert main(["reconstruct", str(events), "--no-progress", "--device", "cpu", "--out", str(tmp_path / "b"),
                  *EXPLICIT["mu200"][:-1], other, "--filter-threshold", "0.9"]) == 0
     assert submission(tmp_path / "a").equals(submission(tmp_path / "b"))
+
+
+def test_demo_runs_the_mu20_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --checkpoint the demo reconstructs with the shipped mu20 pipeline (cleaning and selection)."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--events", "1", "--pileup", "3", "--device", "cpu", "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    assert "--clean" in text and "selector_mu20.pt" in text and "(--pipeline mu20)" in text
+    (path,) = (out / "submissions").glob("*-submission.csv")
+    assert main(["reconstruct", str(out / "events"), "--out", str(tmp_path / "explicit"), "--no-progress",
+                 "--device", "cpu", "--volumes", "7,8,9", *EXPLICIT["mu20"]]) == 0
+    assert read_submission(path).sort_values("hit_id", ignore_index=True).equals(submission(tmp_path / "explicit"))

@@ -1,8 +1,10 @@
 """``trackformers demo``: the main job end to end on a few simulated pixel events, CPU friendly.
 
 Simulate events with the built-in engine (pixel volumes 7, 8, 9; the default seed is never used in
-training), write them as TrackML CSV, reconstruct them with the shipped checkpoint, print the summary and the
-metrics table, and write submissions, ``metrics.json`` and the evaluation plots under ``--out``.
+training), write them as TrackML CSV, reconstruct them with the shipped ``mu20`` pipeline (``best.ckpt``, track
+cleaning, ``selector_mu20.pt``: ``reconstruct --pipeline mu20``) or, with ``--checkpoint``, with that model alone,
+print the summary and the metrics table, and write submissions, ``metrics.json`` and the evaluation plots under
+``--out``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import argparse
 from pathlib import Path
 
 NAME = "demo"
-HELP = "simulate a few pixel events, reconstruct them with the shipped checkpoint, print metrics, plot"
+HELP = "simulate a few pixel events, reconstruct them with the shipped pipeline, print metrics, plot"
 PIXEL_VOLUMES = (7, 8, 9)
 
 
@@ -27,9 +29,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trackformers.commands.reconstruct import make_clusterer, print_metrics
+    from trackformers.commands.reconstruct import PIPELINES, make_clusterer, print_metrics
     from trackformers.errors import InputError
-    from trackformers.inference import default_checkpoint, load_module, reconstruct_files, resolve_device
+    from trackformers.inference import (
+        CHECKPOINT_DIR,
+        default_checkpoint,
+        load_module,
+        reconstruct_files,
+        resolve_device,
+    )
     from trackformers.io import write_events
     from trackformers.simulation import simulate
 
@@ -40,14 +48,20 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     clusterer = make_clusterer(args)
     module = load_module(checkpoint, device, backend=args.backend)
+    clean, selector, what = None, None, str(checkpoint)
+    if args.checkpoint is None:  # the shipped checkpoint: its measured pipeline (a selector belongs to its model)
+        from trackformers.clustering.selection import TrackSelector
+
+        clean, selector = {}, TrackSelector.load(CHECKPOINT_DIR / PIPELINES["mu20"]["selector"])
+        what = f"{checkpoint} + --clean + {CHECKPOINT_DIR / PIPELINES['mu20']['selector']} (--pipeline mu20)"
     out = Path(args.out)
     print(f"simulating {args.events} pixel events (pile-up {args.pileup:g}, seed {args.seed}) ...")
     events = list(simulate(args.events, seed=args.seed, pileup=args.pileup, volumes=PIXEL_VOLUMES))
     write_events(events, out / "events", format="csv")
-    print(f"reconstructing with {checkpoint} on {device} ...")
+    print(f"reconstructing with {what} on {device} ...")
     summary = reconstruct_files([out / "events"], module=module, out_dir=out / "submissions",
                                 clusterer=clusterer, volumes=PIXEL_VOLUMES, evaluate=True, device=device,
-                                precision=args.precision)
+                                precision=args.precision, clean=clean, selector=selector)
     print(summary.format())
     print_metrics(summary.metrics)
     _write_metrics(summary.metrics, out / "metrics.json")
