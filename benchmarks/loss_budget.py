@@ -21,7 +21,9 @@ stage in bins of |η|, number of hits, pT and |vz|.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +31,8 @@ import torch
 
 from trackformers.clustering.cleaning import clean_submission
 from trackformers.clustering.selection import TrackSelector, select_submission
+from trackformers.errors import InputError
+from trackformers.events import Event
 from trackformers.filtering import HitFilter
 from trackformers.inference import StageTimer, load_module, reconstruct_event
 from trackformers.io.trackml import prefixes, read_event
@@ -50,9 +54,10 @@ def charge(kept: np.ndarray, nhits: np.ndarray, raw: np.ndarray, clean: np.ndarr
     return out
 
 
-def event_budget(event, hit_filter: HitFilter, tracker, selector: TrackSelector) -> pd.DataFrame:
-    """One row per reconstructable particle of ``event``: pt (GeV), eta, vz (mm, its production vertex), nhits,
-    kept (hits the filter kept), stage."""
+def event_budget(event: Event, hit_filter: HitFilter, tracker: Any, selector: TrackSelector) -> pd.DataFrame:
+    """One row per reconstructable particle of ``event`` (with truth; ``tracker`` a TrackingModule): particle_id,
+    pt (GeV), eta, vz (mm, its production vertex), nhits, kept (hits the filter kept), raw / clean (matched by the
+    tracker's tracks / the cleaned ones), stage."""
     keep = hit_filter.keep(event)
     sub = reconstruct_event(tracker, hit_filter.subset(event, keep), None, StageTimer())
     raw = hit_filter.merge(event, keep, sub)
@@ -67,11 +72,20 @@ def event_budget(event, hit_filter: HitFilter, tracker, selector: TrackSelector)
     nhits = parts["nhits"].to_numpy()
     stage = charge(kept, nhits, matched["raw"], matched["clean"], parts["dm_matched"].to_numpy(bool))
     vz = event.particles.set_index("particle_id")["vz"].reindex(parts.index).to_numpy(np.float64)
-    return pd.DataFrame({"pt": parts["pt"].to_numpy(), "eta": parts["eta"].to_numpy(), "vz": vz, "nhits": nhits,
-                         "kept": kept, "stage": stage})
+    return pd.DataFrame({"particle_id": parts.index.to_numpy(), "pt": parts["pt"].to_numpy(),
+                         "eta": parts["eta"].to_numpy(), "vz": vz, "nhits": nhits, "kept": kept,
+                         "raw": matched["raw"], "clean": matched["clean"], "stage": stage})
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except InputError as err:  # bad input: one sentence, exit 2
+        print(f"loss_budget: error: {err}", file=sys.stderr)
+        return 2
+
+
+def run(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("events", help="folder of TrackML events with truth")
     p.add_argument("--filter", required=True, help="hit filter checkpoint (its own vertex hypotheses, threshold)")
@@ -79,15 +93,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--selector", required=True, help="track selector file")
     p.add_argument("--filter-vertex-z", help="vertex hypotheses (mm, comma-separated) instead of the filter's own")
     p.add_argument("--filter-threshold", type=float, help="keep probability cut instead of the filter's own")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="where the filter and the tracker run: cpu or cuda")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     vertex_z = None if args.filter_vertex_z is None else [float(z) for z in args.filter_vertex_z.split(",")]
     hit_filter = HitFilter.load(args.filter, device, vertex_z=vertex_z, threshold=args.filter_threshold)
     tracker = load_module(args.tracker, device)
     selector = TrackSelector.load(args.selector)
-    rows = [event_budget(read_event(prefix, cells=False), hit_filter, tracker, selector)
-            for prefix in prefixes(Path(args.events))]
+    found = prefixes(Path(args.events))
+    if not found:
+        raise InputError(f"{args.events}: no TrackML events found; expected a folder of event files with truth.")
+    rows = [event_budget(read_event(prefix, cells=False), hit_filter, tracker, selector) for prefix in found]
     table = pd.concat(rows, ignore_index=True)
     total = len(table)
     print(f"{len(rows)} events, {total} reconstructable particles (pT >= 0.9 GeV, |eta| < 4, >= 3 hits); filter "

@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CKPT = ROOT / "data" / "checkpoints"
 
 
-def script():
+def script():  # noqa: ANN201 - the benchmark script loaded as a module
     spec = importlib.util.spec_from_file_location("loss_budget", ROOT / "benchmarks" / "loss_budget.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -52,11 +53,26 @@ def test_staged_pipeline_finds_what_reconstruct_finds(monkeypatch: pytest.Monkey
     hit_filter = HitFilter.load(CKPT / "filter.ckpt", cpu)
     tracker = load_module(CKPT / "tracker_mu200.ckpt", cpu)
     selector = TrackSelector.load(CKPT / "selector_mu200.pt")
-    table = script().event_budget(event, hit_filter, tracker, selector)
-    sub = reconstruct_event(tracker, event, None, StageTimer(), hit_filter=hit_filter, clean={}, selector=selector)
-    parts = match_event(event=event, submission=sub).particles
-    parts = parts[reconstructable(parts)]
-    assert len(table) == len(parts) > 30
-    assert int((table["stage"] == "found").sum()) == int(parts["dm_matched"].sum())
-    assert set(table["stage"]) <= set(script().STAGES)
+    table = script().event_budget(event, hit_filter, tracker, selector).set_index("particle_id")
+    assert set(table["stage"]) <= set(script().STAGES) and len(table) > 30
+    # each stage's matches against the real pipeline cut at that stage, particle by particle
+    for column, options in (("raw", {}), ("clean", {"clean": {}}), ("found", {"clean": {}, "selector": selector})):
+        sub = reconstruct_event(tracker, event, None, StageTimer(), hit_filter=hit_filter, **options)
+        parts = match_event(event=event, submission=sub).particles
+        parts = parts[reconstructable(parts)].set_index("particle_id")
+        assert sorted(parts.index) == sorted(table.index)
+        got = table["stage"] == "found" if column == "found" else table[column]
+        assert (got.to_numpy(bool) == parts.loc[table.index, "dm_matched"].to_numpy(bool)).all(), column
+    # kept: the particle's hits among those the filter keeps
+    pid = event.truth.set_index("hit_id").loc[event.hits["hit_id"], "particle_id"].to_numpy()
+    kept = pd.Series(pid[hit_filter.keep(event)]).value_counts()
+    assert (table["kept"] == kept.reindex(table.index, fill_value=0)).all()
     assert (table["kept"] <= table["nhits"]).all() and (table["kept"] > 0).any()
+
+
+def test_no_events_is_one_sentence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [str(tmp_path), "--filter", str(CKPT / "filter.ckpt"), "--tracker", str(CKPT / "tracker_mu200.ckpt"),
+            "--selector", str(CKPT / "selector_mu200.pt")]
+    assert script().main(args) == 2
+    err = capsys.readouterr().err
+    assert "no TrackML events" in err and len(err.strip().splitlines()) == 1

@@ -1,9 +1,11 @@
-"""``trackformers reconstruct --pipeline NAME``: the shipped pipelines as one option, equal to their explicit options."""
+"""``trackformers reconstruct --pipeline NAME``: the shipped pipelines as one option, equal to their explicit options;
+the demo's default pipeline."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from trackformers.cli import main
@@ -15,7 +17,8 @@ from trackformers.simulation import simulate
 EXPLICIT = {
     "mu20": ["--checkpoint", str(CHECKPOINT_DIR / "best.ckpt"), "--clean",
              "--selector", str(CHECKPOINT_DIR / "selector_mu20.pt")],
-    "mu200": ["--filter", str(CHECKPOINT_DIR / "filter.ckpt"), "--checkpoint", str(CHECKPOINT_DIR / "tracker_mu200.ckpt"),
+    "mu200": ["--filter", str(CHECKPOINT_DIR / "filter.ckpt"),
+              "--checkpoint", str(CHECKPOINT_DIR / "tracker_mu200.ckpt"),
               "--clean", "--selector", str(CHECKPOINT_DIR / "selector_mu200.pt")],
 }
 
@@ -27,7 +30,7 @@ def events(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def submission(folder: Path):
+def submission(folder: Path) -> pd.DataFrame:
     (path,) = folder.glob("*-submission.csv")
     return read_submission(path).sort_values("hit_id", ignore_index=True)
 
@@ -73,3 +76,20 @@ def test_demo_runs_the_mu20_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert main(["reconstruct", str(out / "events"), "--out", str(tmp_path / "explicit"), "--no-progress",
                  "--device", "cpu", "--volumes", "7,8,9", *EXPLICIT["mu20"]]) == 0
     assert read_submission(path).sort_values("hit_id", ignore_index=True).equals(submission(tmp_path / "explicit"))
+
+
+def test_another_model_under_a_pipeline_is_noted(events: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """--checkpoint under --pipeline keeps the pipeline's selector, trained behind another model: the run says so;
+    and --pipeline is one process only (one sentence, exit 2)."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    base = ["reconstruct", str(events), "--no-progress", "--device", "cpu", "--pipeline", "mu20"]
+    own = str(CHECKPOINT_DIR / "tracker_mu200.ckpt")
+    assert main([*base, "--out", str(tmp_path / "a"), "--checkpoint", own]) == 0
+    out = capsys.readouterr().out
+    assert "note: selector_mu20.pt was trained behind best.ckpt" in out and f"tracker {own}" in out
+    assert main([*base, "--out", str(tmp_path / "b")]) == 0
+    assert "note:" not in capsys.readouterr().out
+    assert main([*base, "--out", str(tmp_path / "c"), "--devices", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--pipeline works in one process" in err and len(err.strip().splitlines()) == 1

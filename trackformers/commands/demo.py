@@ -45,15 +45,17 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--events {args.events}: expected at least 1 event.")
     # Resolve the model first: a missing checkpoint should fail before any simulation work.
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+    clean, selector, what = None, None, str(checkpoint)
+    if args.checkpoint is None:  # the shipped mu20 pipeline: its checkpoint, cleaning and selector
+        from trackformers.clustering.selection import TrackSelector
+
+        checkpoint = CHECKPOINT_DIR / PIPELINES["mu20"]["checkpoint"]
+        selector_path = CHECKPOINT_DIR / PIPELINES["mu20"]["selector"]
+        clean, selector = {}, TrackSelector.load(selector_path)
+        what = f"{checkpoint} + --clean + {selector_path} (--pipeline mu20)"
     device = resolve_device(args.device)
     clusterer = make_clusterer(args)
     module = load_module(checkpoint, device, backend=args.backend)
-    clean, selector, what = None, None, str(checkpoint)
-    if args.checkpoint is None:  # the shipped checkpoint: its measured pipeline (a selector belongs to its model)
-        from trackformers.clustering.selection import TrackSelector
-
-        clean, selector = {}, TrackSelector.load(CHECKPOINT_DIR / PIPELINES["mu20"]["selector"])
-        what = f"{checkpoint} + --clean + {CHECKPOINT_DIR / PIPELINES['mu20']['selector']} (--pipeline mu20)"
     out = Path(args.out)
     print(f"simulating {args.events} pixel events (pile-up {args.pileup:g}, seed {args.seed}) ...")
     events = list(simulate(args.events, seed=args.seed, pileup=args.pileup, volumes=PIXEL_VOLUMES))

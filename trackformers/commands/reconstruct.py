@@ -136,7 +136,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a shipped, measured pipeline: mu20 = best.ckpt --clean --selector selector_mu20.pt "
                              "(pile-up up to ~50); mu200 = --filter filter.ckpt --checkpoint tracker_mu200.ckpt "
                              "--clean --selector selector_mu200.pt (from data/checkpoints/); options given "
-                             "explicitly take precedence")
+                             "explicitly take precedence (cleaning and the filter cannot be switched off under a "
+                             "pipeline: spell its options out instead)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -163,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
 
         compile_pointwise(module)
     if args.devices > 1 or args.num_nodes > 1:
+        if args.pipeline is not None:
+            raise InputError("--pipeline works in one process; leave it out with --devices/--num-nodes.")
         if hit_filter is not None:
             raise InputError("--filter works in one process; leave it out with --devices/--num-nodes.")
         if clean is not None:
@@ -199,9 +202,15 @@ def apply_pipeline(args: argparse.Namespace) -> None:
         return
     from trackformers.inference import CHECKPOINT_DIR
 
-    for key, value in PIPELINES[name].items():
+    preset = PIPELINES[name]
+    own_model = args.checkpoint is None
+    for key, value in preset.items():
         if getattr(args, key) in (None, False):
             setattr(args, key, str(CHECKPOINT_DIR / value) if isinstance(value, str) else value)
+    if not own_model and args.selector == str(CHECKPOINT_DIR / preset["selector"]):
+        # a selector is trained behind one model's tracks: say so rather than pair it silently with another
+        print(f"note: {preset['selector']} was trained behind {preset['checkpoint']}, not {args.checkpoint}; "
+              "pass --selector for your model, or leave --pipeline out.")
     parts = [f"filter {args.filter}"] if args.filter else []
     parts += [f"tracker {args.checkpoint}", "--clean" if args.clean else "no cleaning",
               f"selector {args.selector}" if args.selector else "no selection"]

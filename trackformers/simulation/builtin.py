@@ -53,7 +53,7 @@ class Config:
     scattering: bool = True
     smearing: bool = True
     bfield: float = 2.0
-    beam_sigma_z: float = 55.5
+    beam_sigma_z: float = generator.BEAM_SIGMA_Z
 
     @classmethod
     def from_options(cls, options: dict[str, object]) -> Config:

@@ -61,14 +61,15 @@ def check_pileup(pileup: float) -> float:
     return mu
 
 
-#: Transverse σ of the Gaussian beam spot, mm.
+#: Transverse and longitudinal σ of the Gaussian beam spot, mm.
 BEAM_SIGMA_XY = 0.0125
+BEAM_SIGMA_Z = 55.5
 
 
 def generate(rng: np.random.Generator, *, pileup: float = 0.0, multiplicity: float = 45.0,
              eta_max: float = 3.0, hard_scatter: bool = False, hard_multiplicity: float = 120.0,
              gun: int = 0, gun_pt: tuple[float, float] = (1.0, 10.0), spectrum: Spectrum = MINIMUM_BIAS,
-             vertex_sigma: tuple[float, float] = (BEAM_SIGMA_XY, 55.5)) -> dict[str, np.ndarray]:
+             vertex_sigma: tuple[float, float] = (BEAM_SIGMA_XY, BEAM_SIGMA_Z)) -> dict[str, np.ndarray]:
     """Draw the primary particles of one event.
 
     Args:
