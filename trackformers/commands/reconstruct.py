@@ -25,7 +25,6 @@ PIPELINES: dict[str, dict[str, Any]] = {
 }
 
 
-
 def parse_params(items: list[str] | None, option: str = "--param", example: str = "eps=0.2") -> dict[str, Any]:
     """``["eps=0.3", "k=none"]`` → ``{"eps": 0.3, "k": None}`` (ints, floats, none/true/false); errors name
     ``option``."""
@@ -203,11 +202,11 @@ def apply_pipeline(args: argparse.Namespace) -> None:
     from trackformers.inference import CHECKPOINT_DIR
 
     preset = PIPELINES[name]
-    own_model = args.checkpoint is None
+    preset_model = args.checkpoint is None
     for key, value in preset.items():
         if getattr(args, key) in (None, False):
             setattr(args, key, str(CHECKPOINT_DIR / value) if isinstance(value, str) else value)
-    if not own_model and args.selector == str(CHECKPOINT_DIR / preset["selector"]):
+    if not preset_model and args.selector == str(CHECKPOINT_DIR / preset["selector"]):
         # a selector is trained behind one model's tracks: say so rather than pair it silently with another
         print(f"note: {preset['selector']} was trained behind {preset['checkpoint']}, not {args.checkpoint}; "
               "pass --selector for your model, or leave --pipeline out.")
