@@ -71,12 +71,18 @@ class EventShards(IterableDataset):
 
 
 class ReconstructionTask(pl.LightningModule):
-    """``predict_step(event) -> (event, submission)`` around a TrackingModule and an optional clusterer."""
+    """``predict_step(event) -> (event, submission)`` around a TrackingModule, an optional clusterer and the
+    optional stages of :func:`~trackformers.inference.reconstruct_event`: a HitFilter, cleaning settings, a
+    TrackSelector."""
 
-    def __init__(self, model: torch.nn.Module, clusterer: Any = None) -> None:
+    def __init__(self, model: torch.nn.Module, clusterer: Any = None, *, hit_filter: Any = None,
+                 clean: dict[str, Any] | None = None, selector: Any = None) -> None:
         super().__init__()
         self.model = model
         self.clusterer = clusterer
+        self.hit_filter, self.clean, self.selector = hit_filter, clean, selector
+        # a submodule, so that Lightning moves the filter's model to each rank's device with the tracker
+        self.filter_model = None if hit_filter is None else hit_filter.module
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         return batch  # an Event of DataFrames; the model builds its tensors on its own device
@@ -88,7 +94,8 @@ class ReconstructionTask(pl.LightningModule):
         warnings.filterwarnings("ignore", message=".*infer the batch indices.*")
 
     def predict_step(self, batch: Event, batch_idx: int = 0) -> tuple[Event, Any]:
-        return batch, reconstruct_event(self.model, batch, self.clusterer, StageTimer())
+        return batch, reconstruct_event(self.model, batch, self.clusterer, StageTimer(), hit_filter=self.hit_filter,
+                                        clean=self.clean, selector=self.selector)
 
 
 class SubmissionWriter(BasePredictionWriter):
@@ -121,11 +128,14 @@ def manifest_path(out_dir: str | Path, rank: int) -> Path:
 
 def predict_distributed(inputs: Sequence[str | Path], *, model: torch.nn.Module, out_dir: str | Path,
                         clusterer: Any = None, fmt: str = "csv", volumes: Sequence[int] | None = None,
-                        on_error: str = "fail", num_workers: int = 0, **trainer_kwargs: Any) -> int:
+                        on_error: str = "fail", num_workers: int = 0, hit_filter: Any = None,
+                        clean: dict[str, Any] | None = None, selector: Any = None, **trainer_kwargs: Any) -> int:
     """Reconstruct ``inputs`` with ``Trainer.predict`` over all ranks; one submission file per event.
 
     Args:
         model: a TrackingModule (``reconstruct(event, clusterer=...)``).
+        hit_filter, clean, selector: the two-stage filter (its model on the CPU; each rank moves it), cleaning
+            settings and track selector of :func:`~trackformers.inference.reconstruct_event`.
         trainer_kwargs: passed to :class:`lightning.pytorch.Trainer`, e.g. ``accelerator="gpu",
             devices=4, strategy="ddp"`` (or ``num_nodes``); defaults to one CPU/GPU process.
     Returns:
@@ -141,5 +151,6 @@ def predict_distributed(inputs: Sequence[str | Path], *, model: torch.nn.Module,
     trainer_kwargs.setdefault("enable_progress_bar", False)
     trainer_kwargs.setdefault("enable_model_summary", False)
     trainer = pl.Trainer(callbacks=[SubmissionWriter(out_dir, fmt)], **trainer_kwargs)
-    trainer.predict(ReconstructionTask(model, clusterer), dataloaders=loader, return_predictions=False)
+    task = ReconstructionTask(model, clusterer, hit_filter=hit_filter, clean=clean, selector=selector)
+    trainer.predict(task, dataloaders=loader, return_predictions=False)
     return int(trainer.global_rank)

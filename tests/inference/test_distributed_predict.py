@@ -53,3 +53,33 @@ def test_two_cpu_processes_write_each_event_once(tmp_path: Path) -> None:
         ref = read_submission(tmp_path / "single" / f"{event.name}-submission.csv")
         assert sorted(got["hit_id"]) == sorted(event.hits["hit_id"])
         assert got.equals(ref)
+
+
+def test_two_processes_run_the_whole_mu200_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Filter, cleaning and selection in Lightning predict over two processes: the same submissions as one process."""
+    import torch
+
+    from trackformers.clustering.selection import TrackSelector
+    from trackformers.filtering import HitFilter
+    from trackformers.inference import CHECKPOINT_DIR, load_module
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # the banded torch path on the CPU (forked ranks inherit it)
+    cpu = torch.device("cpu")
+    tracker = load_module(CHECKPOINT_DIR / "tracker_mu200.ckpt", cpu)
+    hit_filter = HitFilter.load(CHECKPOINT_DIR / "filter.ckpt", cpu)
+    selector = TrackSelector.load(CHECKPOINT_DIR / "selector_mu200.pt")
+    events = list(simulate(2, seed=2025, pileup=1, volumes=(7, 8, 9)))
+    write_events(events, tmp_path / "events", format="csv")
+    out = tmp_path / "ddp"
+    predict_distributed([tmp_path / "events"], model=tracker, out_dir=out, accelerator="cpu", devices=2,
+                        strategy=STRATEGY, hit_filter=hit_filter, clean={}, selector=selector)
+    reconstruct_files([tmp_path / "events"], module=tracker, out_dir=tmp_path / "single", progress=False,
+                      hit_filter=hit_filter, clean={}, selector=selector)
+    plain = tmp_path / "plain"  # without the stages: other tracks, so the stages did run in the ranks
+    reconstruct_files([tmp_path / "events"], module=tracker, out_dir=plain, progress=False)
+    differs = False
+    for event in events:
+        got = read_submission(out / f"{event.name}-submission.csv")
+        assert got.equals(read_submission(tmp_path / "single" / f"{event.name}-submission.csv"))
+        differs |= not got.equals(read_submission(plain / f"{event.name}-submission.csv"))
+    assert differs

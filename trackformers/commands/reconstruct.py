@@ -163,17 +163,9 @@ def run(args: argparse.Namespace) -> int:
 
         compile_pointwise(module)
     if args.devices > 1 or args.num_nodes > 1:
-        if args.pipeline is not None:
-            raise InputError("--pipeline works in one process; leave it out with --devices/--num-nodes.")
-        if hit_filter is not None:
-            raise InputError("--filter works in one process; leave it out with --devices/--num-nodes.")
-        if clean is not None:
-            raise InputError("--clean works in one process; leave it out with --devices/--num-nodes.")
-        if selector is not None:
-            raise InputError("--selector works in one process; leave it out with --devices/--num-nodes.")
         if args.compile:
             raise InputError("--compile works in one process; leave it out with --devices/--num-nodes.")
-        return _run_distributed(args, module, clusterer, volumes, device)
+        return _run_distributed(args, module, clusterer, volumes, device, hit_filter, clean, selector)
 
     def on_skip(source: str, reason: str) -> None:
         print(f"trackformers: skipped {source}: {reason}", file=sys.stderr)
@@ -282,7 +274,8 @@ def print_metrics(metrics: dict[str, Any] | None) -> None:
 
 
 def _run_distributed(args: argparse.Namespace, module: Any, clusterer: Any, volumes: list[int] | None,
-                     device: Any) -> int:
+                     device: Any, hit_filter: Any = None, clean: dict[str, Any] | None = None,
+                     selector: Any = None) -> int:
     """Lightning ``predict`` over ``--devices`` x ``--num-nodes`` DDP processes (each its share of inputs)."""
     from trackformers.inference import lightning_precision
     from trackformers.prediction_writer import predict_distributed
@@ -291,8 +284,11 @@ def _run_distributed(args: argparse.Namespace, module: Any, clusterer: Any, volu
         raise InputError("--evaluate works in one process; run trackformers evaluate on the output instead.")
     if args.cuda_graphs:
         raise InputError("--cuda-graphs works in one process; leave it out with --devices/--num-nodes.")
+    if hit_filter is not None:
+        hit_filter.module.cpu()  # each rank moves it to its own device
     rank = predict_distributed(args.inputs, model=module.cpu(), out_dir=args.out, clusterer=clusterer,
-                        fmt=args.format, volumes=volumes, on_error=args.on_error,
+                        fmt=args.format, volumes=volumes, on_error=args.on_error, hit_filter=hit_filter,
+                        clean=clean, selector=selector,
                         accelerator="gpu" if device.type == "cuda" else "cpu", devices=args.devices,
                         num_nodes=args.num_nodes, strategy="ddp",
                         precision=lightning_precision(args.precision, device))
