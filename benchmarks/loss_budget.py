@@ -31,6 +31,7 @@ import torch
 
 from trackformers.clustering.cleaning import clean_submission
 from trackformers.clustering.selection import TrackSelector, select_submission
+from trackformers.commands.reconstruct import parse_vertex_z
 from trackformers.errors import InputError
 from trackformers.events import Event
 from trackformers.filtering import HitFilter
@@ -96,8 +97,8 @@ def run(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="where the filter and the tracker run: cpu or cuda")
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    vertex_z = None if args.filter_vertex_z is None else [float(z) for z in args.filter_vertex_z.split(",")]
-    hit_filter = HitFilter.load(args.filter, device, vertex_z=vertex_z, threshold=args.filter_threshold)
+    hit_filter = HitFilter.load(args.filter, device, vertex_z=parse_vertex_z(args.filter_vertex_z),
+                                threshold=args.filter_threshold)
     tracker = load_module(args.tracker, device)
     selector = TrackSelector.load(args.selector)
     found = prefixes(Path(args.events))

@@ -2,30 +2,25 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from bench_scripts import benchmark_script
 
 from trackformers.clustering.selection import TrackSelector
 from trackformers.filtering import HitFilter
-from trackformers.inference import StageTimer, load_module, reconstruct_event
+from trackformers.inference import CHECKPOINT_DIR, StageTimer, load_module, reconstruct_event
 from trackformers.metrics.matching import match_event
 from trackformers.metrics.rates import reconstructable
 from trackformers.simulation import simulate
 
-ROOT = Path(__file__).resolve().parents[2]
-CKPT = ROOT / "data" / "checkpoints"
 
-
-def script():  # noqa: ANN201 - the benchmark script loaded as a module
-    spec = importlib.util.spec_from_file_location("loss_budget", ROOT / "benchmarks" / "loss_budget.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script() -> ModuleType:
+    return benchmark_script("loss_budget")
 
 
 def test_charge_takes_the_first_stage_that_lost_the_particle() -> None:
@@ -50,9 +45,9 @@ def test_staged_pipeline_finds_what_reconstruct_finds(monkeypatch: pytest.Monkey
     monkeypatch.setenv("TRITON_INTERPRET", "0")  # the banded torch path: the interpreter would take many minutes
     event = next(iter(simulate(1, seed=11, pileup=10, volumes=(7, 8, 9))))
     cpu = torch.device("cpu")
-    hit_filter = HitFilter.load(CKPT / "filter.ckpt", cpu)
-    tracker = load_module(CKPT / "tracker_mu200.ckpt", cpu)
-    selector = TrackSelector.load(CKPT / "selector_mu200.pt")
+    hit_filter = HitFilter.load(CHECKPOINT_DIR / "filter.ckpt", cpu)
+    tracker = load_module(CHECKPOINT_DIR / "tracker_mu200.ckpt", cpu)
+    selector = TrackSelector.load(CHECKPOINT_DIR / "selector_mu200.pt")
     table = script().event_budget(event, hit_filter, tracker, selector).set_index("particle_id")
     assert set(table["stage"]) <= set(script().STAGES) and len(table) > 30
     # each stage's matches against the real pipeline cut at that stage, particle by particle
@@ -71,8 +66,9 @@ def test_staged_pipeline_finds_what_reconstruct_finds(monkeypatch: pytest.Monkey
 
 
 def test_no_events_is_one_sentence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = [str(tmp_path), "--filter", str(CKPT / "filter.ckpt"), "--tracker", str(CKPT / "tracker_mu200.ckpt"),
-            "--selector", str(CKPT / "selector_mu200.pt")]
+    args = [str(tmp_path), "--filter", str(CHECKPOINT_DIR / "filter.ckpt"),
+            "--tracker", str(CHECKPOINT_DIR / "tracker_mu200.ckpt"),
+            "--selector", str(CHECKPOINT_DIR / "selector_mu200.pt")]
     assert script().main(args) == 2
     err = capsys.readouterr().err
     assert "no TrackML events" in err and len(err.strip().splitlines()) == 1

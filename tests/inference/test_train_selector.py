@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pandas as pd
 import pytest
+from bench_scripts import benchmark_script
 
 from trackformers.clustering.selection import TrackSelector
 from trackformers.io import write_events
 from trackformers.io.submission import write_submission
 from trackformers.simulation import simulate
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "train_selector.py"
 
-
-def script():
-    spec = importlib.util.spec_from_file_location("train_selector", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script() -> ModuleType:
+    return benchmark_script("train_selector")
 
 
 def test_trains_measures_and_writes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -44,11 +44,12 @@ def run(args: argparse.Namespace) -> int:
     if args.events < 1:
         raise InputError(f"--events {args.events}: expected at least 1 event.")
     # Resolve the model first: a missing checkpoint should fail before any simulation work.
-    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
-    clean, selector, what = None, None, str(checkpoint)
-    if args.checkpoint is None:  # the shipped mu20 pipeline: its checkpoint, cleaning and selector
+    if args.checkpoint:  # that model alone (a selector belongs to the model it was trained behind)
+        checkpoint, clean, selector, what = Path(args.checkpoint), None, None, args.checkpoint
+    else:  # the shipped mu20 pipeline: its checkpoint, cleaning and selector
         from trackformers.clustering.selection import TrackSelector
 
+        default_checkpoint()  # no shipped checkpoint at all: its own message, before any other work
         checkpoint = CHECKPOINT_DIR / PIPELINES["mu20"]["checkpoint"]
         selector_path = CHECKPOINT_DIR / PIPELINES["mu20"]["selector"]
         clean, selector = {}, TrackSelector.load(selector_path)
