@@ -12,8 +12,9 @@ first stage after which it could not, or did not, match again:
 * ``cleaning``: a tracker track matched it, the cleaned tracks do not;
 * ``selection``: a cleaned track matched it and the selector dissolved it.
 
-Printed: the counts (pooled over events) as fractions of the reconstructable particles, and the counts per
-stage in bins of |η|, number of hits, pT and |vz|.
+Printed: the counts (pooled over events) as fractions of the reconstructable particles, the final tracks'
+fake rate (pooled: tracks of >= 3 hits that no particle matches by double majority), and the counts per stage in
+bins of |η|, number of hits, pT and |vz|.
 
     python benchmarks/loss_budget.py EVENTS --filter data/checkpoints/filter.ckpt \
         --tracker data/checkpoints/tracker_mu200.ckpt --selector data/checkpoints/selector_mu200.pt
@@ -37,6 +38,7 @@ from trackformers.events import Event
 from trackformers.filtering import HitFilter
 from trackformers.inference import StageTimer, load_module, reconstruct_event
 from trackformers.io.trackml import prefixes, read_event
+from trackformers.metrics import evaluate_event
 from trackformers.metrics.matching import match_event
 from trackformers.metrics.rates import reconstructable
 
@@ -58,7 +60,8 @@ def charge(kept: np.ndarray, nhits: np.ndarray, raw: np.ndarray, clean: np.ndarr
 def event_budget(event: Event, hit_filter: HitFilter, tracker: Any, selector: TrackSelector) -> pd.DataFrame:
     """One row per reconstructable particle of ``event`` (with truth; ``tracker`` a TrackingModule): particle_id,
     pt (GeV), eta, vz (mm, its production vertex), nhits, kept (hits the filter kept), raw / clean (matched by the
-    tracker's tracks / the cleaned ones), stage."""
+    tracker's tracks / the cleaned ones), stage. ``attrs["fake"]`` / ``attrs["tracks"]``: the final submission's
+    fake tracks and tracks of >= 3 hits (the fake-rate counts)."""
     keep = hit_filter.keep(event)
     sub = reconstruct_event(tracker, hit_filter.subset(event, keep), None, StageTimer())
     raw = hit_filter.merge(event, keep, sub)
@@ -73,9 +76,12 @@ def event_budget(event: Event, hit_filter: HitFilter, tracker: Any, selector: Tr
     nhits = parts["nhits"].to_numpy()
     stage = charge(kept, nhits, matched["raw"], matched["clean"], parts["dm_matched"].to_numpy(bool))
     vz = event.particles.set_index("particle_id")["vz"].reindex(parts.index).to_numpy(np.float64)
-    return pd.DataFrame({"particle_id": parts.index.to_numpy(), "pt": parts["pt"].to_numpy(),
-                         "eta": parts["eta"].to_numpy(), "vz": vz, "nhits": nhits, "kept": kept,
-                         "raw": matched["raw"], "clean": matched["clean"], "stage": stage})
+    table = pd.DataFrame({"particle_id": parts.index.to_numpy(), "pt": parts["pt"].to_numpy(),
+                          "eta": parts["eta"].to_numpy(), "vz": vz, "nhits": nhits, "kept": kept,
+                          "raw": matched["raw"], "clean": matched["clean"], "stage": stage})
+    metrics = evaluate_event(event=event, submission=final)
+    table.attrs.update(fake=int(metrics["n_fake"]), tracks=int(metrics["n_tracks_min_hits"]))
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,6 +111,7 @@ def run(argv: list[str] | None = None) -> int:
     if not found:
         raise InputError(f"{args.events}: no TrackML events found; expected a folder of event files with truth.")
     rows = [event_budget(read_event(prefix, cells=False), hit_filter, tracker, selector) for prefix in found]
+    fake, tracks = sum(r.attrs["fake"] for r in rows), sum(r.attrs["tracks"] for r in rows)
     table = pd.concat(rows, ignore_index=True)
     total = len(table)
     print(f"{len(rows)} events, {total} reconstructable particles (pT >= 0.9 GeV, |eta| < 4, >= 3 hits); filter "
@@ -113,6 +120,7 @@ def run(argv: list[str] | None = None) -> int:
     for stage in STAGES:
         n = int((table["stage"] == stage).sum())
         print(f"{stage:<20} {n:>9} {n / max(total, 1):>9.4f}")
+    print(f"final tracks of >= 3 hits: {tracks}, fake {fake} (fake rate {fake / max(tracks, 1):.4f}, pooled)")
     for name, col, bins in (("|eta|", table["eta"].abs(), [0, 1, 1.5, 2, 2.5, 4]),
                             ("hits", table["nhits"], [2, 3, 4, 6, 100]),
                             ("pT (GeV)", table["pt"], [0.9, 1.2, 2, 5, 1000]),

@@ -14,6 +14,7 @@ from bench_scripts import benchmark_script
 from trackformers.clustering.selection import TrackSelector
 from trackformers.filtering import HitFilter
 from trackformers.inference import CHECKPOINT_DIR, StageTimer, load_module, reconstruct_event
+from trackformers.metrics import evaluate_event
 from trackformers.metrics.matching import match_event
 from trackformers.metrics.rates import reconstructable
 from trackformers.simulation import simulate
@@ -58,6 +59,9 @@ def test_staged_pipeline_finds_what_reconstruct_finds(monkeypatch: pytest.Monkey
         assert sorted(parts.index) == sorted(table.index)
         got = table["stage"] == "found" if column == "found" else table[column]
         assert (got.to_numpy(bool) == parts.loc[table.index, "dm_matched"].to_numpy(bool)).all(), column
+    metrics = evaluate_event(event=event, submission=sub)  # the final fake-rate counts: the real pipeline's
+    assert (table.attrs["fake"], table.attrs["tracks"]) == (metrics["n_fake"], metrics["n_tracks_min_hits"])
+    assert table.attrs["tracks"] > table.attrs["fake"] > 0
     # kept: the particle's hits among those the filter keeps
     pid = event.truth.set_index("hit_id").loc[event.hits["hit_id"], "particle_id"].to_numpy()
     kept = pd.Series(pid[hit_filter.keep(event)]).value_counts()
