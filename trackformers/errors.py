@@ -22,3 +22,19 @@ def load_error_reason(err: BaseException) -> str:
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     useful = [ln for ln in lines if not ln.startswith(_BOILERPLATE)]
     return (useful or [type(err).__name__])[0].removesuffix(".")
+
+
+def load_error(subject: str, err: BaseException, expected: str) -> InputError:
+    """The one-sentence InputError for a failed ``torch.load(weights_only=True)`` of ``subject``.
+
+    ``subject`` names the file (``"checkpoint model.ckpt"``), ``expected`` what it should hold. A pickle naming a
+    function or class outside torch's allow list was refused on purpose: the message quotes torch's reason (e.g.
+    'unsupported GLOBAL posix.system'). Anything else (random bytes, a truncated archive, a text file, a zip of
+    something else) is a file torch cannot read at all: torch's own wording there is long and internal, so the
+    message says what the user can act on instead.
+    """
+    if "unsupported global" in str(err).lower():
+        return InputError(f"{subject}: refused to load it with weights_only=True ({load_error_reason(err)}); "
+                          f"expected {expected}.")
+    return InputError(f"{subject}: not a readable checkpoint (the file is corrupt, truncated or of another format); "
+                      f"expected {expected}.")

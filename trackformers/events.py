@@ -7,6 +7,7 @@ tpx, tpy, tpz and px, py, pz in GeV; q in units of e. ``particle_id`` is int64 a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,8 @@ class Event:
         particles: one row per particle, columns :data:`PARTICLE_COLUMNS`; None when unknown.
         cells: optional TrackML cells table (``hit_id, ch0, ch1, value``).
         source: where the event came from (file path or ``simulator``), used in error messages.
+        sources: the file of each table read from its own file (``{"truth": ".../event000000001-truth.csv"}``),
+            so that a message about a table names that file; tables not listed come from ``source``.
     """
 
     event_id: int
@@ -56,6 +59,7 @@ class Event:
     particles: pd.DataFrame | None = None
     cells: pd.DataFrame | None = None
     source: str = field(default="<memory>")
+    sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -72,7 +76,7 @@ class Event:
 
 
 def _where(event: Event, table: str) -> str:
-    return f"{event.source} (event {event.event_id}, {table})"
+    return f"{event.sources.get(table, event.source)} (event {event.event_id}, {table})"
 
 
 def _check_table(event: Event, table: str, df: pd.DataFrame, columns: dict[str, str]) -> None:
@@ -124,7 +128,10 @@ def validate(event: Event) -> None:
         tids = event.truth["hit_id"].to_numpy()
         unknown = ~np.isin(tids, ids)
         if unknown.any():
-            raise InputError(f"{_where(event, 'truth')}: hit_id {tids[np.argmax(unknown)]} is not in hits; "
+            hits_source = event.sources.get("hits", event.source)
+            # name the hits file too when the truth has its own (the message starts with the truth file)
+            of = f" ({Path(hits_source).name})" if event.sources.get("truth", event.source) != hits_source else ""
+            raise InputError(f"{_where(event, 'truth')}: hit_id {tids[np.argmax(unknown)]} is not in hits{of}; "
                              "expected truth only for existing hits.")
         if len(tids) != len(ids):
             raise InputError(f"{_where(event, 'truth')}: {len(tids)} truth rows for {len(ids)} hits; "

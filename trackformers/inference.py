@@ -110,6 +110,24 @@ def load_module(checkpoint: str | Path, device: torch.device, *, backend: str | 
     return module.to(device).eval()
 
 
+def load_tracker(checkpoint: str | Path, device: torch.device, *, backend: str | None = None) -> Any:
+    """:func:`load_module` for the model that builds the tracks (``--checkpoint``): a pure hit filter is refused.
+
+    A :class:`~trackformers.models.tasks.HitFilterTask` without an embedding (``dim = 0``) only keeps or drops
+    hits: as the tracker it would give every hit its own track and still exit 0. With an embedding it is a
+    two-stage tracker in one model and is accepted.
+    """
+    from trackformers.models.tasks.hit_filter import HitFilterTask
+
+    module = load_module(checkpoint, device, backend=backend)
+    task = getattr(module, "task", None)
+    if isinstance(task, HitFilterTask) and not task.dim:
+        raise InputError(f"checkpoint {checkpoint}: it is a hit filter (HitFilterTask without an embedding), which "
+                         "keeps or drops hits but builds no tracks; pass it with --filter CKPT and give the tracker "
+                         "with --checkpoint.")
+    return module
+
+
 class StageTimer:
     """Wall time per stage (seconds, summed over events); synchronises CUDA so GPU work is counted.
 

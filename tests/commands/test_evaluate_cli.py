@@ -190,3 +190,71 @@ def test_truncated_gzip_via_cli(data, capsys):
 def test_bad_cuts(data, capsys, option, value, needle):
     tmp, *_ = data
     _bad(["evaluate", str(tmp / "events"), str(tmp / "subs"), option, value], capsys, needle)
+
+
+def _parquet_dataset(tmp: Path, events, subs) -> Path:
+    """What ``reconstruct --format parquet --out tmp/pq`` writes: tmp/pq/submission.parquet/<event>.parquet."""
+    from trackformers.inference import write_output
+
+    for event, sub in zip(events, subs):
+        write_output(event, sub, tmp / "pq", "parquet")
+    return tmp / "pq"
+
+
+@pytest.mark.parametrize("where", ["out", "dataset", "one_file"])
+def test_parquet_submissions_score_as_the_csv_ones(data, capsys, where):
+    tmp, events, subs = data
+    out = _parquet_dataset(tmp, events, subs)
+    path = {"out": out, "dataset": out / "submission.parquet", "one_file": tmp / "all.parquet"}[where]
+    if where == "one_file":  # the data set read as one table (pandas reads the folder so) and written as one file
+        pd.read_parquet(out / "submission.parquet").to_parquet(path)
+    assert main(["evaluate", str(tmp / "events"), str(tmp / "subs"), "--json", str(tmp / "csv.json")]) == 0
+    assert main(["evaluate", str(tmp / "events"), str(path), "--json", str(tmp / "pq.json")]) == 0
+    assert json.loads((tmp / "pq.json").read_text()) == json.loads((tmp / "csv.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda d: d.assign(track_id=d.track_id + 0.5),
+         "column 'track_id' has value 1.5 at row 0; expected an integer."),
+        (lambda d: d.drop(columns="track_id"), "missing column(s) track_id; found event_id, hit_id."),
+        (lambda d: d.iloc[1:], "(event 1): hit_id 1 has no track (1 of 21 hits missing)"),
+        (lambda d: d.assign(hit_id=d.hit_id.astype("uint64") + np.uint64(2**63)),
+         "column 'hit_id' has value 9223372036854775809 at row 0; expected an integer from -2**63 to 2**63 - 1."),
+        (None, "cannot be read as Parquet"),
+    ],
+)
+def test_bad_parquet_submission(data, capsys, mutate, needle):
+    tmp, events, subs = data
+    path = _parquet_dataset(tmp, events[:1], subs[:1]) / "submission.parquet" / "event000000001.parquet"
+    if mutate is None:
+        path.write_bytes(b"PAR1 but nothing else")
+    else:
+        mutate(pd.read_parquet(path)).to_parquet(path)
+    _bad(["evaluate", str(tmp / "events" / "event000000001"), str(tmp / "pq")], capsys, str(path), needle)
+
+
+def test_missing_parquet_submission_names_both_layouts(data, capsys):
+    tmp, events, subs = data
+    out = _parquet_dataset(tmp, events[:1], subs[:1])
+    _bad(["evaluate", str(tmp / "events"), str(out)], capsys,
+         f"{out}: no submission for event000000002; expected {out / 'event000000002-submission.csv'} or "
+         f"{out / 'submission.parquet' / 'event000000002.parquet'}.")
+
+
+@pytest.mark.parametrize(("option", "value", "needle"), [
+    ("--json", "afile/x.json", "--json {tmp}/afile/x.json: {tmp}/afile is a file, not a folder."),
+    ("--json", "adir", "--json {tmp}/adir: is a folder; expected the name of a file to write."),
+    ("--plots", "afile", "--plots {tmp}/afile: is a file, not a folder; expected a folder for the output."),
+    ("--plots", "afile/plots", "--plots {tmp}/afile/plots: {tmp}/afile is a file, not a folder."),
+])
+def test_destinations_are_checked_before_the_work(data, capsys, option, value, needle):
+    tmp, *_ = data
+    (tmp / "afile").write_text("keep me")
+    (tmp / "adir").mkdir()
+    assert main(["evaluate", str(tmp / "events"), str(tmp / "subs"), option, str(tmp / value)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # no metrics table: a refusal after it would read as a failed evaluation
+    assert err == f"trackformers: error: {needle.format(tmp=tmp)}\n"
+    assert (tmp / "afile").read_text() == "keep me" and not any((tmp / "adir").iterdir())

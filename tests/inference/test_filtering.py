@@ -257,6 +257,8 @@ def test_cli_with_filter(tmp_path: Path, event_dir: Path, events: list[Event], c
 
 @pytest.mark.parametrize(("extra", "message"), [
     (("--filter", "TRACKER"), "keep_logit"),
+    # the reverse mistake: a pure filter as the tracker would give every hit its own track, and exit 0
+    (("--checkpoint", "FILTER"), "filter.ckpt: it is a hit filter .*builds no tracks; pass it with --filter CKPT"),
     (("--filter", "missing.ckpt"), "no such file"),
     (("--filter", "FILTER", "--filter-threshold", "1.5"), "expected a keep probability in \\(0, 1\\)"),
     (("--filter-threshold", "0.5"), "needs --filter"),

@@ -139,11 +139,76 @@ def test_bad_options(tmp_path: Path, event_dir: Path, checkpoint: Path,
                      capsys: pytest.CaptureFixture[str]) -> None:
     base = ["reconstruct", str(event_dir), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o")]
     assert main([*base, "--volumes", "7,x"]) == 2
-    assert main([*base, "--param", "eps=0.1"]) == 2
+    assert main([*base, "--param", "radius=0.1"]) == 2  # the checkpoint's dbscan has no radius
     assert main([*base, "--clusterer", "dbscan", "--param", "bogus=1"]) == 2
     assert main([*base[:-4], "--checkpoint", str(tmp_path / "none.ckpt"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 4
+
+
+def test_param_alone_applies_to_the_checkpoints_clusterer(tmp_path: Path, event_dir: Path, events: list,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from trackformers.training.module import TrackingModule
+
+    stored = {"name": "dbscan", "eps": 0.25, "min_samples": 3}  # the checkpoint's own clusterer and values
+    encoder = {"class_path": "trackformers.models.encoder.Encoder",
+               "init_args": {"d_model": 16, "n_heads": 2, "n_layers": 1, "backend": "dense", "window": None}}
+    task = {"class_path": "trackformers.models.tasks.EmbeddingTask", "init_args": {"dim": 4, "clusterer": stored}}
+    ckpt = TrackingModule(encoder=encoder, task=task).export_checkpoint(tmp_path / "dbscan3.ckpt")
+    base = ["reconstruct", str(event_dir), "--checkpoint", str(ckpt), "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "stored")]) == 0
+    assert main([*base, "--out", str(tmp_path / "param"), "--param", "eps=0.01"]) == 0
+    # the same as naming the clusterer with the checkpoint's other values: --param changed eps only
+    assert main([*base, "--out", str(tmp_path / "named"), "--clusterer", "dbscan", "--param", "eps=0.01",
+                 "--param", "min_samples=3"]) == 0
+    changed = False
+    for event in events:
+        name = f"{event.name}-submission.csv"
+        param, named = read_submission(tmp_path / "param" / name), read_submission(tmp_path / "named" / name)
+        pd.testing.assert_frame_equal(param, named)
+        changed |= not param.equals(read_submission(tmp_path / "stored" / name))
+    assert changed  # eps 0.01 against the stored 0.25: the value reached the clusterer
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "bad"), "--param", "radius=0.3"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("trackformers: error: --param radius=0.3: dbscan, the checkpoint's clusterer, has no parameter "
+                   "radius; expected one of eps, min_samples, n_jobs, or --clusterer NAME for another clusterer.\n")
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize(("option", "value", "needle"),
+                         [("--devices", "0", "--devices 0: expected at least 1 process per node."),
+                          ("--devices", "-1", "--devices -1: expected at least 1 process per node."),
+                          ("--num-nodes", "0", "--num-nodes 0: expected at least 1 node.")])
+def test_process_counts_below_one_are_refused(tmp_path: Path, event_dir: Path, checkpoint: Path,
+                                              capsys: pytest.CaptureFixture[str], option: str, value: str,
+                                              needle: str) -> None:
+    status = main(["reconstruct", str(event_dir), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
+                   "--no-progress", option, value])
+    assert status == 2 and capsys.readouterr().err == f"trackformers: error: {needle}\n"
+    assert not (tmp_path / "o").exists()  # refused before any work, not run in one process
+
+
+def test_unknown_backend_is_blamed_on_the_option(tmp_path: Path, event_dir: Path, checkpoint: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["reconstruct", str(event_dir), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
+                   "--backend", "bogus"])
+    assert status == 2
+    assert capsys.readouterr().err == ("trackformers: error: --backend bogus: unknown attention backend; expected "
+                                       "auto or one of dense, flex, local, reference.\n")
+
+
+def test_out_that_is_a_file(tmp_path: Path, event_dir: Path, checkpoint: Path,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    base = ["reconstruct", str(event_dir), "--checkpoint", str(checkpoint), "--no-progress"]
+    assert main([*base, "--out", str(afile)]) == 2
+    assert main([*base, "--out", str(afile / "sub"), "--format", "parquet"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"trackformers: error: --out {afile}: is a file, not a folder; expected a folder for the output.",
+                   f"trackformers: error: --out {afile / 'sub'}: {afile} is a file, not a folder."]
+    assert afile.read_text() == "keep me"
 
 
 def test_demo_end_to_end(tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:

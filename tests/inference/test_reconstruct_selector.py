@@ -71,11 +71,16 @@ def test_cli_selector_bad_options(tmp_path: Path, events: list, checkpoint: Path
     write_events(events[:1], tmp_path / "events", format="csv")
     constant(0.0).save(tmp_path / "sel.pt")
     (tmp_path / "junk.pt").write_bytes(b"junk")
+    (tmp_path / "random.pt").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     base = ["reconstruct", str(tmp_path / "events"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o")]
     assert main([*base, "--selector-cut", "0.5"]) == 2
     assert main([*base, "--selector", str(tmp_path / "junk.pt")]) == 2
     assert main([*base, "--selector", str(tmp_path / "sel.pt"), "--selector-cut", "1.5"]) == 2
+    assert main([*base, "--selector", str(tmp_path / "random.pt")]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 3
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 4
     assert "--selector-cut needs --selector" in err and "junk.pt" in err and "--selector-cut) 1.5" in err
+    # random bytes are an unreadable file, not a refused one (torch's 'Unsupported operand' means nothing here)
+    assert (f"track selector {tmp_path / 'random.pt'}: not a readable checkpoint (the file is corrupt, truncated or "
+            "of another format); expected a file written by TrackSelector.save.") in err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

@@ -110,3 +110,14 @@ def test_bad_inputs_and_atomic_output(tmp_path: Path, dataset):
     with pytest.raises(InputError, match="module_id, extra differ from"):
         parquet.write([a, c], tmp_path / "half")
     assert not any(p.is_file() for p in (tmp_path / "half").rglob("*"))
+
+
+def test_a_bad_truth_table_is_named_by_its_own_file(dataset):
+    folder, events = dataset
+    truth = pd.read_parquet(folder / "truth.parquet")
+    truth.loc[0, "hit_id"] = 10**9  # not a hit of its event
+    truth.to_parquet(folder / "truth.parquet")
+    with pytest.raises(InputError) as info:
+        list(read_events(folder))
+    assert str(info.value).startswith(f"{folder / 'truth.parquet'} (event {events[0].event_id}, truth): hit_id "
+                                      f"{10**9} is not in hits (hits.parquet)")

@@ -184,6 +184,13 @@ HEADER = "hit_id,x,y,z,volume_id,layer_id,module_id\n"
         (HEADER + "1,0.5,1,2,7,2,1,9,9\n2,0.5\n", "cannot be read as CSV"),
         (b"\x89PNG\r\n\x1a\n\x00\xff\xfe\x00garbage", "event000000001-hits.csv"),
         (HEADER + "1,1e39,1,2,7,2,1\n", "column 'x' has value inf on line 2 after conversion to float32"),
+        # beyond int64 one way or the other, above 2**64 too (pandas keeps those as Python ints): one wording
+        (HEADER + "1,0.5,1,2,7,2,1\n18446744073709551621,0.5,1,2,7,2,1\n",
+         "column 'hit_id' has value 18446744073709551621 on line 3; expected an integer from -2**63 to 2**63 - 1"),
+        (HEADER + "9223372036854775809,0.5,1,2,7,2,1\n",
+         "column 'hit_id' has value 9223372036854775809 on line 2; expected an integer from -2**63 to 2**63 - 1"),
+        (HEADER + "1,0.5,1,2,7,2,1\n-9223372036854775809,0.5,1,2,7,2,1\n",
+         "column 'hit_id' has value -9223372036854775809 on line 3; expected an integer from -2**63 to 2**63 - 1"),
     ],
 )
 def test_bad_hits_files(tmp_path: Path, content, needle):
@@ -221,5 +228,8 @@ def test_truth_of_unknown_hit(tmp_path: Path):
     truth = event.truth.copy()
     truth.loc[0, "hit_id"] = 123456
     truth.to_csv(tmp_path / "event000001000-truth.csv", index=False)
-    with pytest.raises(InputError, match="hit_id 123456 is not in hits"):
+    with pytest.raises(InputError) as info:
         trackml.read_event(tmp_path / "event000001000")
+    # the truth file is the one at fault: the message starts with it, not with the hits file
+    assert str(info.value).startswith(f"{tmp_path / 'event000001000-truth.csv'} (event 1000, truth): hit_id 123456 "
+                                      "is not in hits (event000001000-hits.csv)")

@@ -57,6 +57,11 @@ def test_parquet_and_engine_options(tmp_path):
     (["--events", "2", "--gun-pt", "5"], "--gun-pt"),
     (["--events", "2", "--eta-max", "5"], "eta_max"),
     (["--events", "2", "--beam-sigma-z", "-5"], "beam_sigma_z"),
+    # a negative id would name its files event-00000001-*, which no reader accepts
+    (["--events", "2", "--first-event-id", "-1"], "--first-event-id -1: expected an event id >= 0"),
+    # --gun 0 is not "no gun": that is leaving --gun out
+    (["--events", "2", "--gun", "0"], "--gun 0: expected 1 to 65535 gun particles; leave --gun out"),
+    (["--events", "2", "--gun", "-1"], "--gun -1: expected 1 to 65535"),
 ])
 def test_bad_input_one_line_exit_2(tmp_path, capsys, args, needle):
     rc = main(["simulate", *args, "--out", str(tmp_path / "x"), "--quiet"])
@@ -70,6 +75,6 @@ def test_unwritable_output_folder(tmp_path, capsys):
     blocker.write_text("not a folder")
     rc = main(["simulate", "--events", "1", "--out", str(blocker / "sub"), "--quiet"])
     err = capsys.readouterr().err
-    assert rc == 2 and "cannot write" in err and err.count("\n") == 1
+    assert rc == 2 and f"{blocker} is a file, not a folder" in err and err.count("\n") == 1
     rc = main(["simulate", "--events", "1", "--out", str(blocker), "--quiet"])
-    assert rc == 2 and "not a folder" in capsys.readouterr().err
+    assert rc == 2 and f"--out {blocker}: is a file, not a folder" in capsys.readouterr().err

@@ -80,3 +80,34 @@ def test_nested_override_reaches_init_args(tmp_path: Path, one_thread: None) -> 
     assert main(["fit", "--config", str(config), *args]) == 0
     module = TrackingModule.load_checkpoint(sorted(tmp_path.rglob("*.ckpt"))[-1])
     assert module.encoder.window == 3 and module.hparams["encoder"]["init_args"]["window"] == 3
+
+
+def test_a_missing_ckpt_path_is_one_sentence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = Path(__file__).resolve().parents[2] / "configs" / "tiny_cpu.yaml"
+    missing = tmp_path / "checkpoints" / "LAST.ckpt"
+    assert main(["test", "--config", str(config), *overrides(config, tmp_path), f"--ckpt_path={missing}"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        f"trackformers: error: --ckpt_path {missing}: no such checkpoint file; expected a .ckpt written by "
+        "trackformers fit (e.g. lightning_logs/version_0/checkpoints/epoch=0-step=50.ckpt), or best or last.")
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # refused before the run wrote anything
+
+
+def test_training_doc_names_the_checkpoint_fit_writes(tmp_path: Path, one_thread: None) -> None:
+    """docs/training.md's ``trackformers test`` line must name the file the ``fit`` line before it writes."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    config = root / "configs" / "tiny_cpu.yaml"
+    (line,) = [ln for ln in (root / "docs" / "training.md").read_text().splitlines()
+               if ln.startswith("trackformers test --config configs/tiny_cpu.yaml --ckpt_path ")]
+    documented = Path(line.split("--ckpt_path ")[1].split()[0])
+    trainer = yaml.safe_load(config.read_text())["trainer"]
+    # the config's fit, 2 steps into tmp_path; its logger kept, since the logger names the checkpoint folder
+    args = [a for a in overrides(config, tmp_path) if a != "--trainer.logger=false"]
+    assert main(["fit", "--config", str(config), *args]) == 0
+    (written,) = [p.relative_to(tmp_path) for p in tmp_path.rglob("*.ckpt")]
+    assert written.as_posix() == "lightning_logs/version_0/checkpoints/epoch=0-step=2.ckpt"
+    full_run = written.name.replace("step=2", f"step={trainer['max_steps']}")  # the config's own max_steps
+    assert documented == Path(trainer["default_root_dir"]) / written.parent / full_run

@@ -78,6 +78,15 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def parameters(name: str) -> list[str]:
+    """The hyper-parameters (keyword arguments) of the registered clusterer ``name``."""
+    import inspect
+
+    if name not in _REGISTRY:
+        raise InputError(f"unknown clusterer '{name}'; expected one of {', '.join(names())}.")
+    return list(inspect.signature(_REGISTRY[name]).parameters)
+
+
 def make_clusterer(name: str, **params: Any) -> Clusterer:
     """Build a registered clusterer by name (``dbscan``, ``hdbscan``, ``condensation``, ``gpu``)."""
     if name not in _REGISTRY:

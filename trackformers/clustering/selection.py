@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from trackformers.clustering.track_features import FEATURES, hit_columns, track_features
-from trackformers.errors import InputError, load_error_reason
+from trackformers.errors import InputError, load_error, load_error_reason
 
 #: Written into every selector file; a file without it is not one.
 FORMAT = "trackformers-track-selector-1"
@@ -112,8 +112,7 @@ class TrackSelector(nn.Module):
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - whatever the unpickler trips on, the file is not a selector
-            raise InputError(f"track selector {path}: refused to load it with weights_only=True "
-                             f"({load_error_reason(err)[:200]}); expected tensors and plain values.") from None
+            raise load_error(f"track selector {path}", err, "a file written by TrackSelector.save") from None
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise InputError(f"track selector {path}: no format {FORMAT!r}; expected a file written by "
                              "TrackSelector.save.")

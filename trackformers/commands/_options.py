@@ -28,3 +28,27 @@ def parse_volumes(text: str | None) -> list[int] | None:
     if not out:
         raise InputError(f"--volumes {text!r} selects no volume; expected ids or {', '.join(VOLUME_GROUPS)}.")
     return sorted(out)
+
+
+def parse_backend(name: str | None) -> str | None:
+    """``--backend NAME`` checked against the registered attention backends; None keeps the checkpoint's own.
+
+    Checked here, so that an unknown name is blamed on the option rather than on the checkpoint it overrides.
+    """
+    if name is None:
+        return None
+    from trackformers.attention import api
+
+    if name != "auto" and name not in api.backends():
+        raise InputError(f"--backend {name}: unknown attention backend; expected auto or one of "
+                         f"{', '.join(api.backends())}.")
+    return name
+
+
+def check_processes(devices: int, num_nodes: int) -> None:
+    """``--devices`` / ``--num-nodes`` of distributed prediction: at least one of each (0 or less would
+    otherwise quietly run one process)."""
+    if devices < 1:
+        raise InputError(f"--devices {devices}: expected at least 1 process per node.")
+    if num_nodes < 1:
+        raise InputError(f"--num-nodes {num_nodes}: expected at least 1 node.")

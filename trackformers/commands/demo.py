@@ -29,20 +29,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trackformers.commands.reconstruct import PIPELINES, make_clusterer, print_metrics
+    from trackformers.commands._options import parse_backend
+    from trackformers.commands.reconstruct import PIPELINES, make_clusterer, parse_params, print_metrics
     from trackformers.errors import InputError
     from trackformers.inference import (
         CHECKPOINT_DIR,
         default_checkpoint,
-        load_module,
+        load_tracker,
         reconstruct_files,
         resolve_device,
     )
     from trackformers.io import write_events
+    from trackformers.io.atomic import check_destination
     from trackformers.simulation import simulate
 
     if args.events < 1:
         raise InputError(f"--events {args.events}: expected at least 1 event.")
+    parse_backend(args.backend)
+    parse_params(args.param)
+    check_destination(args.out, option="--out", folder=True)
     # Resolve the model first: a missing checkpoint should fail before any simulation work.
     if args.checkpoint:  # that model alone (a selector belongs to the model it was trained behind)
         checkpoint, clean, selector, what = Path(args.checkpoint), None, None, args.checkpoint
@@ -55,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
         clean, selector = {}, TrackSelector.load(selector_path)
         what = f"{checkpoint} + --clean + {selector_path} (--pipeline mu20)"
     device = resolve_device(args.device)
-    clusterer = make_clusterer(args)
-    module = load_module(checkpoint, device, backend=args.backend)
+    module = load_tracker(checkpoint, device, backend=args.backend)
+    clusterer = make_clusterer(args, module)  # after the model: --param alone applies to its clusterer
     out = Path(args.out)
     print(f"simulating {args.events} pixel events (pile-up {args.pileup:g}, seed {args.seed}) ...")
     events = list(simulate(args.events, seed=args.seed, pileup=args.pileup, volumes=PIXEL_VOLUMES))

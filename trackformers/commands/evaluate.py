@@ -1,10 +1,12 @@
 """``trackformers evaluate EVENTS SUBMISSIONS``: score submissions against events with truth.
 
 EVENTS is anything :func:`trackformers.io.read_events` accepts (TrackML CSV, ROOT, Parquet; files, folders,
-globs, prefixes). SUBMISSIONS is a folder of ``<event>-submission.csv[.gz]`` files or one CSV with an
-``event_id`` column. Prints the metrics table (means over events, pooled counts); ``--json`` writes the
-summary (top-level ``trackml_score, dm_efficiency, perfect_efficiency, fake_rate, duplicate_rate``,
-``pooled``, ``binned``, ``per_event``) atomically; ``--plots DIR`` writes the evaluation plots.
+globs, prefixes). SUBMISSIONS is what ``reconstruct`` writes: its ``--out`` folder of
+``<event>-submission.csv[.gz]`` files or of the Parquet data set ``submission.parquet/<event>.parquet``, or that
+data set folder itself; or one CSV or Parquet file with an ``event_id`` column. Prints the metrics table (means
+over events, pooled counts); ``--json`` writes the summary (top-level ``trackml_score, dm_efficiency,
+perfect_efficiency, fake_rate, duplicate_rate``, ``pooled``, ``binned``, ``per_event``) atomically; ``--plots
+DIR`` writes the evaluation plots. Both destinations are checked before any work.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ HELP = "TrackML score, DM/perfect efficiency, fake and duplicate rates of submis
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("events", help="events with truth: file, folder, glob or TrackML event prefix")
     parser.add_argument("submissions",
-                        help="folder of <event>-submission.csv files, or one CSV with an event_id column")
+                        help="reconstruct's --out folder (<event>-submission.csv files or the Parquet data set "
+                             "submission.parquet/), that data set, or one CSV or Parquet file with an event_id "
+                             "column")
     parser.add_argument("--json", metavar="OUT", help="write the summary as JSON to OUT")
     parser.add_argument("--pt-min", type=float, default=0.9,
                         help="reconstructable pT cut in GeV (default 0.9)")
@@ -38,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class Submissions:
-    """Submissions by event: a folder of per-event files, or one CSV holding an ``event_id`` column."""
+    """Submissions by event: a folder of per-event files (CSV or Parquet, :func:`~trackformers.io.submission.
+    find_submission`), or one CSV or Parquet file holding an ``event_id`` column."""
 
     def __init__(self, path: str | Path) -> None:
         from trackformers.io.submission import read_submission
@@ -56,7 +61,7 @@ class Submissions:
 
     def get(self, event: Event) -> pd.DataFrame:
         """The submission of ``event``; InputError naming the expected file or event id if there is none."""
-        from trackformers.io.submission import read_submission
+        from trackformers.io.submission import PARQUET_DATASET, find_submission, read_submission
 
         self.used.add(event.event_id)
         if self.table is not None:
@@ -64,12 +69,13 @@ class Submissions:
                 raise InputError(f"{self.path}: no rows with event_id {event.event_id}; expected a track for "
                                  f"every hit of {event.name}.")
             return self.table[event.event_id]
-        found = [p for p in (self.path / f"{event.name}-submission.csv",
-                             self.path / f"{event.name}-submission.csv.gz") if p.is_file()]
-        if not found:
-            raise InputError(f"{self.path}: no submission for {event.name}; expected "
-                             f"{self.path / (event.name + '-submission.csv')}.")
-        return read_submission(found[0], event_id=event.event_id)
+        found = find_submission(self.path, event.name)
+        if found is None:
+            csv = self.path / f"{event.name}-submission.csv"
+            dataset = self.path if self.path.suffix == ".parquet" else self.path / PARQUET_DATASET
+            raise InputError(f"{self.path}: no submission for {event.name}; expected {csv} or "
+                             f"{dataset / (event.name + '.parquet')}.")
+        return read_submission(found, event_id=event.event_id)
 
     def unused(self) -> list[int]:
         """Event ids with a submission but no event (single-CSV input only)."""
@@ -124,7 +130,7 @@ def evaluate(events_path: str, submissions_path: str, *, pt_min: float = 0.9, et
 
 def run(args: argparse.Namespace) -> int:
     from trackformers.commands._options import parse_volumes
-    from trackformers.io.atomic import atomic_path
+    from trackformers.io.atomic import atomic_path, check_destination
     from trackformers.metrics import format_table, to_json
 
     if args.min_hits < 1:
@@ -133,6 +139,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--pt-min {args.pt_min}: expected a finite pT cut >= 0 GeV.")
     if not args.eta_max > 0:
         raise InputError(f"--eta-max {args.eta_max}: expected a positive |eta| cut.")
+    # the destinations before the work: a refusal after the table is printed reads as a failed evaluation
+    if args.json:
+        check_destination(args.json, option="--json", folder=False)
+    if args.plots:
+        check_destination(args.plots, option="--plots", folder=True)
     plots = None
     if args.plots:
         try:

@@ -7,7 +7,7 @@ import math
 import sys
 from typing import TYPE_CHECKING, Any
 
-from trackformers.commands._options import parse_volumes
+from trackformers.commands._options import check_processes, parse_backend, parse_volumes
 from trackformers.errors import InputError
 
 if TYPE_CHECKING:
@@ -59,7 +59,9 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clusterer", choices=names(), default=None,
                         help="track builder (default: the one the model was trained with)")
     parser.add_argument("--param", action="append", metavar="KEY=VALUE",
-                        help="clusterer hyper-parameter, repeatable (e.g. --param eps=0.2)")
+                        help="clusterer hyper-parameter, repeatable, for --clusterer or else for the checkpoint's "
+                             "own clusterer (e.g. --clusterer dbscan --param eps=0.2, or --param "
+                             "min_cluster_size=4 for the shipped models' hdbscan)")
     parser.add_argument("--backend", default=None,
                         help="attention backend override (auto, local, flex, dense, reference)")
     from trackformers.inference import PRECISIONS
@@ -69,16 +71,32 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                              "or auto (bf16 on a CUDA GPU that has it)")
 
 
-def make_clusterer(args: argparse.Namespace) -> Any:
-    """The clusterer named by ``--clusterer`` with ``--param`` values, or None for the model's default."""
+def make_clusterer(args: argparse.Namespace, module: Any = None) -> Any:
+    """The clusterer named by ``--clusterer`` with ``--param`` values; without ``--clusterer``, the clusterer of
+    ``module`` (the loaded checkpoint) with its stored values overridden by ``--param``; None for the model's
+    default unchanged."""
     from trackformers.clustering import make_clusterer as make
+    from trackformers.clustering import names
+    from trackformers.clustering.protocol import parameters
 
     params = parse_params(args.param)
-    if args.clusterer is None:
-        if params:
-            raise InputError("--param needs --clusterer NAME to say which clusterer the values are for.")
+    if args.clusterer is not None:
+        return make(args.clusterer, **params)
+    if not params:
         return None
-    return make(args.clusterer, **params)
+    task = getattr(module, "task", None)
+    spec = dict(getattr(task, "clusterer_spec", None) or getattr(task, "default_clusterer", None) or {})
+    name = spec.pop("name", None)
+    if name not in names():
+        raise InputError("--param needs --clusterer NAME here: the checkpoint names no clusterer to apply it to.")
+    # name the unknown key here: the constructor's TypeError would not say the clusterer is the checkpoint's
+    accepted = parameters(name)
+    unknown = [item for item in args.param if item.partition("=")[0] not in accepted]
+    if unknown:
+        raise InputError(f"--param {unknown[0]}: {name}, the checkpoint's clusterer, has no parameter "
+                         f"{unknown[0].partition('=')[0]}; expected one of {', '.join(accepted)}, or --clusterer NAME "
+                         "for another clusterer.")
+    return make(name, **{**spec, **params})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -142,22 +160,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from trackformers.inference import (
         default_checkpoint,
-        load_module,
+        load_tracker,
         prefer_expandable_segments,
         reconstruct_files,
         resolve_device,
     )
+    from trackformers.io.atomic import check_destination
 
     apply_pipeline(args)
+    # the options alone first: a bad one must fail before any model is loaded or file written
+    check_processes(args.devices, args.num_nodes)
+    parse_backend(args.backend)
+    parse_params(args.param)
+    check_destination(args.out, option="--out", folder=True)
     device = resolve_device(args.device)  # (asks whether CUDA exists; starts nothing)
     if device.type == "cuda":
         prefer_expandable_segments()  # before anything allocates on the GPU
-    clusterer = make_clusterer(args)
     volumes = parse_volumes(args.volumes)
     hit_filter = load_filter(args, device)
     clean = clean_params(args)
     selector = load_selector(args)
-    module = load_module(args.checkpoint or default_checkpoint(), device, backend=args.backend)
+    module = load_tracker(args.checkpoint or default_checkpoint(), device, backend=args.backend)
+    clusterer = make_clusterer(args, module)  # after the model: --param alone applies to its clusterer
     if args.compile:
         from trackformers.fused import compile_pointwise
 

@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="simulation engine (acts needs pyacts)")
     parser.add_argument("--volumes", help="volume ids or groups, e.g. 7,8,9 or pixel (default: all)")
     parser.add_argument("--workers", type=int, default=1, help="simulation processes (default 1)")
-    parser.add_argument("--first-event-id", type=int, default=0, help="id of the first event (default 0)")
+    parser.add_argument("--first-event-id", type=int, default=0,
+                        help="id of the first event, >= 0 (default 0)")
     parser.add_argument("--eta-max", type=float, help="|η| range of generated particles (default 3, max 4)")
     parser.add_argument("--noise", type=float, help="noise hits as a fraction of particle hits (default 0)")
     parser.add_argument("--efficiency", type=float, help="hit efficiency (default 0.98)")
@@ -43,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="longitudinal σ of the beam spot in mm (default 55.5)")
     parser.add_argument("--hard-scatter", action="store_true",
                         help="make the first interaction a harder, ttbar-like one")
-    parser.add_argument("--gun", type=int,
-                        help="particle gun: this many particles instead of the first vertex")
+    parser.add_argument("--gun", type=int, metavar="N",
+                        help="particle gun: N >= 1 particles instead of the first vertex (default: no gun)")
     parser.add_argument("--gun-pt", help="particle gun pT range in GeV, LOW,HIGH (default 1,10)")
     parser.add_argument("--no-scattering", action="store_true", help="switch multiple scattering off")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -53,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """The engine options set on the command line (unset ones keep the engine's defaults)."""
+    from trackformers.simulation.generator import MAX_PRIMARIES
+
+    if args.gun is not None and not 1 <= args.gun <= MAX_PRIMARIES:
+        # gun = 0 is the engine's "no gun", which a user asking for a gun of 0 particles does not mean
+        raise InputError(f"--gun {args.gun}: expected 1 to {MAX_PRIMARIES} gun particles; leave --gun out to "
+                         "simulate without a particle gun.")
     opts: dict[str, Any] = {}
     for name in ("eta_max", "noise", "efficiency", "gun", "beam_sigma_z"):
         if getattr(args, name) is not None:
@@ -72,8 +79,9 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def check_writable(out: Path) -> None:
     """InputError unless ``out`` is (or can be made) a folder we can create files in."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: exists and is not a folder.")
+    from trackformers.io.atomic import check_destination
+
+    check_destination(out, option="--out", folder=True)
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test."):
@@ -115,6 +123,8 @@ def simulate_to_disk(*, n_events: int, out: str | os.PathLike[str], fmt: str = "
         raise InputError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}.")
     if workers < 1:
         raise InputError(f"--workers {workers}: expected at least 1.")
+    if first_event_id < 0:  # a negative id names its files event-00000001-*, which no reader accepts
+        raise InputError(f"--first-event-id {first_event_id}: expected an event id >= 0.")
     # Everything is checked before the progress bar starts: count, seed, μ, volumes, engine, options.
     simulate(n_events, seed=seed, pileup=pileup, volumes=volumes, engine=engine)
     from trackformers.simulation.builtin import Config

@@ -45,31 +45,20 @@ def parse_scan(text: str) -> tuple[str, list[object]]:
     return key, [parse_params([f"{key}={v}"])[key] for v in values.split(",") if v.strip()]
 
 
-def check_writable(path: str) -> None:
-    """InputError unless ``path`` names a file (not a folder) whose folder exists or can be made."""
-    from pathlib import Path
-
-    target = Path(path)
-    if target.is_dir():
-        raise InputError(f"--write {path}: is a folder; expected a checkpoint file name, e.g. {path}/tuned.ckpt.")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"--write {path}: cannot create folder {target.parent}: {err.strerror}.") from None
-
-
 def run(args: argparse.Namespace) -> int:
     from trackformers.clustering.tuning import format_scan, scan, write_tuned
-    from trackformers.commands._options import parse_volumes
+    from trackformers.commands._options import parse_backend, parse_volumes
     from trackformers.commands.reconstruct import parse_params
-    from trackformers.inference import default_checkpoint, load_module, resolve_device
+    from trackformers.inference import default_checkpoint, load_tracker, resolve_device
+    from trackformers.io.atomic import check_destination
 
     key, values = parse_scan(args.scan)
     volumes = parse_volumes(args.volumes)
+    parse_backend(args.backend)
     if args.write:
-        check_writable(args.write)  # before the scan, which may take minutes
+        check_destination(args.write, option="--write", folder=False)  # before the scan, which may take minutes
     source = args.checkpoint or default_checkpoint()
-    module = load_module(source, resolve_device(args.device), backend=args.backend)
+    module = load_tracker(source, resolve_device(args.device), backend=args.backend)
     if args.simulate:
         from trackformers.simulation import simulate
 

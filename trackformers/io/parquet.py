@@ -167,7 +167,8 @@ def read(path: Path, *, volumes: Sequence[int] | None = None, events: Iterable[i
         if volumes is not None:
             hits = hits[np.isin(hits["volume_id"].to_numpy(), volumes)].reset_index(drop=True)
             tru, cell = (_same_hits(t, hits) for t in (tru, cell))
-        yield Event(eid, hits, tru, parts, cells=cell, source=str(paths["hits"])).validate()
+        yield Event(eid, hits, tru, parts, cells=cell, source=str(paths["hits"]),
+                    sources={name: str(t.path) for name, t in tables.items()}).validate()
 
 
 def _same_hits(df: pd.DataFrame | None, hits: pd.DataFrame) -> pd.DataFrame | None:

@@ -124,11 +124,14 @@ def read_event(prefix: str | Path, *, volumes: Iterable[int] | None = None, cell
     hits = read_table(hits_path, HIT_COLUMNS, DTYPES)
     require_unique(hits_path, hits, "hit_id")
     truth = particles = cell_table = None
+    sources = {"hits": str(hits_path)}  # each table's own file, for the messages of Event.validate
     if (p := _file(prefix, "truth")) is not None:
+        sources["truth"] = str(p)
         spec = {k: v for k, v in TRUTH_COLUMNS.items() if k != "weight"}
         truth = read_table(p, spec, DTYPES, {"weight": "f"})
         require_unique(p, truth, "hit_id")
     if (p := _file(prefix, "particles")) is not None:
+        sources["particles"] = str(p)
         spec = {k: v for k, v in PARTICLE_COLUMNS.items() if k != "particle_type"}
         particles = read_table(p, spec, DTYPES, {"particle_type": "i"})
         particles = _with_default(particles, "particle_type", 0, "int64", position=1)
@@ -141,6 +144,7 @@ def read_event(prefix: str | Path, *, volumes: Iterable[int] | None = None, cell
 
             truth["weight"] = hit_weights(truth=truth, particles=particles).astype(np.float32)
     if cells and (p := _file(prefix, "cells")) is not None:
+        sources["cells"] = str(p)
         cell_table = read_table(p, CELL_COLUMNS, CELL_DTYPES)
         unknown = ~cell_table["hit_id"].isin(hits["hit_id"]).to_numpy()
         if unknown.any():
@@ -154,7 +158,7 @@ def read_event(prefix: str | Path, *, volumes: Iterable[int] | None = None, cell
         if cell_table is not None:
             cell_table = cell_table[cell_table["hit_id"].isin(ids)].reset_index(drop=True)
     event = Event(event_id=event_id, hits=hits, truth=truth, particles=particles, cells=cell_table,
-                  source=str(hits_path))
+                  source=str(hits_path), sources=sources)
     return event.validate()
 
 

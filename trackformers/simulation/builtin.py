@@ -29,7 +29,7 @@ class Config:
         hard_scatter: make the first interaction a harder, ttbar-like one.
         hard_multiplicity: mean charged particles of the hard scatter.
         gun: particle-gun mode: exactly this many particles (pT uniform in ``gun_pt``) instead of the first
-            interaction; pile-up is still added on top when ``pileup > 0``.
+            interaction; pile-up is still added on top when ``pileup > 0``. 0 (the default): no gun.
         gun_pt: (low, high) pT of the gun, GeV.
         pt_min: lower edge of the minimum-bias pT spectrum, GeV.
         efficiency: probability that a crossing of an active area gives a hit.

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pandas as pd
 import torch
 
 from trackformers.batch import PackedBatch
-from trackformers.errors import InputError, load_error_reason
+from trackformers.errors import InputError, load_error
 from trackformers.features import FeatureConfig, pack_events
 from trackformers.training import pl
 
@@ -312,16 +311,19 @@ class TrackingModule(pl.LightningModule):
         is refused with :class:`InputError`. ``backend`` overrides the attention backend (e.g. ``dense``).
         """
         path = Path(path)
+        if backend is not None:  # the caller's choice, not the file's: say so before blaming the file
+            from trackformers.attention import api
+
+            if backend != "auto" and backend not in api.backends():
+                raise InputError(f"attention backend override {backend!r} is unknown; expected auto or one of "
+                                 f"{', '.join(api.backends())}.")
         if not path.is_file():
             raise InputError(f"checkpoint {path}: no such file; expected a .ckpt written by trackformers.")
         try:
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, OSError) as err:
-            first = load_error_reason(err)
-            raise InputError(
-                f"checkpoint {path}: refused to load it with weights_only=True ({first[:200]}); "
-                "expected a trackformers checkpoint of tensors and plain values."
-            ) from None
+        except Exception as err:  # noqa: BLE001 - whatever the unpickler trips on, the file is not one of ours
+            raise load_error(f"checkpoint {path}", err, "a trackformers checkpoint of tensors and plain values"
+                             ) from None
         if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
             raise InputError(
                 f"checkpoint {path}: no state_dict/hyper_parameters; expected a Lightning checkpoint "
