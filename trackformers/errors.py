@@ -18,9 +18,16 @@ _BOILERPLATE = ("Weights only load failed", "Check the documentation", "Please f
 
 
 def load_error_reason(err: BaseException) -> str:
-    """The informative line of a ``torch.load`` error (e.g. 'unsupported GLOBAL posix.system'), else its type."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith(_BOILERPLATE)]
+    """The informative part of a ``torch.load`` error (e.g. 'Unsupported global: GLOBAL print was not an allowed
+    global by default'), else its first line that is not boilerplate, else its type."""
+    text = str(err)
+    marker = "WeightsUnpickler error:"  # torch >= 2.6 puts the reason after this, amid numbered advice
+    if marker in text:
+        reason = text.split(marker, 1)[1].strip().split(". ")[0].strip().removesuffix(".")
+        if reason:
+            return reason
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(_BOILERPLATE) and not ln.startswith(("(1)", "(2)"))]
     return (useful or [type(err).__name__])[0].removesuffix(".")
 
 

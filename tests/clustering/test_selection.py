@@ -118,11 +118,13 @@ def test_bad_files_and_values(tmp_path: Path) -> None:
         def __reduce__(self):  # noqa: ANN204
             return (print, ("pwned",))
 
-    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"format": Evil()}))
+    torch.save({"format": Evil()}, tmp_path / "evil.pt")  # a torch file whose pickle names print
+    (tmp_path / "evil_raw.pt").write_bytes(pickle.dumps({"format": Evil()}))  # protocol 4: not a torch file at all
     torch.save({"format": "something else"}, tmp_path / "other.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
-    for name, words in [("missing.pt", "no such file"), ("evil.pt", "weights_only"), ("junk.pt", "weights_only"),
-                        ("other.pt", "no format")]:
+    unreadable = "not a readable checkpoint"
+    for name, words in [("missing.pt", "no such file"), ("evil.pt", "weights_only.*GLOBAL print"),
+                        ("evil_raw.pt", unreadable), ("junk.pt", unreadable), ("other.pt", "no format")]:
         with pytest.raises(InputError, match=words):
             TrackSelector.load(tmp_path / name)
     with pytest.raises(InputError, match="meta"):
