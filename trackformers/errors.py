@@ -40,6 +40,9 @@ def load_error(subject: str, err: BaseException, expected: str) -> InputError:
     something else) is a file torch cannot read at all: torch's own wording there is long and internal, so the
     message says what the user can act on instead.
     """
+    # permissions, a folder, a vanished file: not the content (a truncated archive raises a plain OSError, EINVAL)
+    if isinstance(err, PermissionError | IsADirectoryError | FileNotFoundError):
+        return InputError(f"{subject}: cannot be read ({err.strerror or type(err).__name__}); expected {expected}.")
     if "unsupported global" in str(err).lower():
         return InputError(f"{subject}: refused to load it with weights_only=True ({load_error_reason(err)}); "
                           f"expected {expected}.")

@@ -248,7 +248,9 @@ def reconstruct_event(module: Any, event: Event, clusterer: Callable[..., Tensor
 def output_path(out_dir: Path, event: Event, fmt: str) -> Path:
     """``DIR/event000000001-submission.csv``, or ``DIR/submission.parquet/event000000001.parquet``."""
     if fmt == "parquet":
-        return out_dir / "submission.parquet" / f"{event.name}.parquet"
+        from trackformers.io.submission import PARQUET_DATASET  # the name evaluate looks for
+
+        return out_dir / PARQUET_DATASET / f"{event.name}.parquet"
     return out_dir / f"{event.name}-submission.csv"
 
 

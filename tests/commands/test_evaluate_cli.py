@@ -217,7 +217,9 @@ def test_parquet_submissions_score_as_the_csv_ones(data, capsys, where):
     ("mutate", "needle"),
     [
         (lambda d: d.assign(track_id=d.track_id + 0.5),
-         "column 'track_id' has value 1.5 at row 0; expected an integer."),
+         "column 'track_id' has value 1.5 at row 0; expected an integer (an integer column, not floats)."),
+        (lambda d: d.assign(track_id=d.track_id.astype("float64")),  # whole numbers, but a float column
+         "column 'track_id' has value 1.0 at row 0; expected an integer (an integer column, not floats)."),
         (lambda d: d.drop(columns="track_id"), "missing column(s) track_id; found event_id, hit_id."),
         (lambda d: d.iloc[1:], "(event 1): hit_id 1 has no track (1 of 21 hits missing)"),
         (lambda d: d.assign(hit_id=d.hit_id.astype("uint64") + np.uint64(2**63)),

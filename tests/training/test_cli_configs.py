@@ -94,6 +94,16 @@ def test_a_missing_ckpt_path_is_one_sentence(tmp_path: Path, capsys: pytest.Capt
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # refused before the run wrote anything
 
 
+def test_a_ckpt_path_folder_is_one_sentence(tmp_path: Path) -> None:
+    from trackformers.errors import InputError
+    from trackformers.training.cli import check_ckpt_path
+
+    with pytest.raises(InputError, match=r"is a folder; expected a checkpoint file in it"):
+        check_ckpt_path(tmp_path)
+    check_ckpt_path("last")  # names Lightning resolves itself pass through
+    check_ckpt_path(None)
+
+
 def test_training_doc_names_the_checkpoint_fit_writes(tmp_path: Path, one_thread: None) -> None:
     """docs/training.md's ``trackformers test`` line must name the file the ``fit`` line before it writes."""
     import yaml

@@ -131,8 +131,9 @@ def _check_column(path: Path, series: pd.Series, col: str, kind: str, where: Cal
         if kind == "i":
             frac = values != np.round(values)
             i = int(np.argmax(frac)) if frac.any() else 0
-            # in a CSV file an integer column is read as floats when a value has a decimal point
-            how = " (written without a decimal point)" if where is _line else ""
+            # in a CSV file an integer column is read as floats when a value has a decimal point; a Parquet
+            # column is floats by its type, whole numbers or not
+            how = " (written without a decimal point)" if where is _line else " (an integer column, not floats)"
             raise InputError(f"{path}: column '{col}' has value {_fmt(values[i])} {where(i)}; "
                              f"expected an integer{how}.")
 
