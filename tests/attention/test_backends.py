@@ -292,3 +292,18 @@ def test_attend_hands_contiguous_tensors_to_backends_outside_strided(monkeypatch
     monkeypatch.setattr(api, "STRIDED", frozenset({"recorder"}))
     attend(q, k, v, layout, backend="recorder")
     assert seen == [True, False]
+
+
+def test_an_unknown_backend_name_is_blamed_on_who_asked() -> None:
+    from trackformers.attention.api import check_backend_name
+    from trackformers.errors import InputError
+    from trackformers.inference import CHECKPOINT_DIR
+    from trackformers.training.module import TrackingModule
+
+    check_backend_name("auto", "--backend auto")
+    check_backend_name("reference", "--backend reference")
+    with pytest.raises(InputError, match=r"^--backend nope: unknown attention backend; expected auto or one of "):
+        check_backend_name("nope", "--backend nope")
+    # the override is checked before the file: the message names the override, not the checkpoint
+    with pytest.raises(InputError, match=r"^attention backend override 'nope': unknown"):
+        TrackingModule.load_checkpoint(CHECKPOINT_DIR / "best.ckpt", backend="nope")

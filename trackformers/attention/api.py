@@ -89,6 +89,14 @@ def backends() -> list[str]:
     return sorted(_BACKENDS)
 
 
+def check_backend_name(name: str, what: str) -> None:
+    """InputError naming ``what`` (e.g. ``--backend bogus``) unless ``name`` is ``auto`` or a registered backend."""
+    from trackformers.errors import InputError
+
+    if name != "auto" and name not in backends():
+        raise InputError(f"{what}: unknown attention backend; expected auto or one of {', '.join(backends())}.")
+
+
 def can_run(backend: str, q: torch.Tensor, layout: AttentionLayout, *, needs_grad: bool | None = None) -> str | None:
     """None if ``backend`` can run this call, else a sentence saying why not."""
     _load_all()

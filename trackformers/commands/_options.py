@@ -37,11 +37,9 @@ def parse_backend(name: str | None) -> str | None:
     """
     if name is None:
         return None
-    from trackformers.attention import api
+    from trackformers.attention.api import check_backend_name
 
-    if name != "auto" and name not in api.backends():
-        raise InputError(f"--backend {name}: unknown attention backend; expected auto or one of "
-                         f"{', '.join(api.backends())}.")
+    check_backend_name(name, f"--backend {name}")
     return name
 
 

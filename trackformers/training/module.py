@@ -312,11 +312,9 @@ class TrackingModule(pl.LightningModule):
         """
         path = Path(path)
         if backend is not None:  # the caller's choice, not the file's: say so before blaming the file
-            from trackformers.attention import api
+            from trackformers.attention.api import check_backend_name
 
-            if backend != "auto" and backend not in api.backends():
-                raise InputError(f"attention backend override {backend!r} is unknown; expected auto or one of "
-                                 f"{', '.join(api.backends())}.")
+            check_backend_name(backend, f"attention backend override {backend!r}")
         if not path.is_file():
             raise InputError(f"checkpoint {path}: no such file; expected a .ckpt written by trackformers.")
         try:
