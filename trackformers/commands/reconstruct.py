@@ -85,7 +85,8 @@ def make_clusterer(args: argparse.Namespace, module: Any = None) -> Any:
     if not params:
         return None
     task = getattr(module, "task", None)
-    spec = dict(getattr(task, "clusterer_spec", None) or getattr(task, "default_clusterer", None) or {})
+    stored = getattr(task, "clusterer_spec", None)  # resolved as Task.clusterer does: the stored spec, else default
+    spec = dict((stored if stored is not None else getattr(task, "default_clusterer", None)) or {})
     name = spec.pop("name", None)
     if name not in names():
         raise InputError("--param needs --clusterer NAME here: the checkpoint names no clusterer to apply it to.")
