@@ -453,7 +453,8 @@ def main() -> None:
         if args.save_ckpt:
             module.export_checkpoint(
                 f"{args.out}.ckpt",
-                extra={"steps": steps, "train_seconds": round(train_s, 1), "task": args.task},
+                # the volumes of every event here (pixel detector): reconstruct notes hits outside them
+                extra={"steps": steps, "train_seconds": round(train_s, 1), "task": args.task, "volumes": [7, 8, 9]},
             )
 
     save()

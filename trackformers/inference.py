@@ -336,6 +336,9 @@ class Summary:
     gpu_memory: tuple[int, int] | None = None
     #: with a hit filter: how many of ``hits`` it kept for the tracker (None without a filter)
     kept: int | None = None
+    #: (the volume ids the model was trained on, hits read outside them) when the checkpoint names its volumes
+    #: and the run kept every volume (no ``volumes``); None otherwise
+    outside: tuple[list[int], int] | None = None
 
     def format(self) -> str:
         """A few lines: counts, then total and per-event milliseconds per stage."""
@@ -353,6 +356,11 @@ class Summary:
         if self.gpu_memory is not None:
             lines.append(f"peak GPU memory {self.gpu_memory[0] / 2**20:.0f} MB allocated, "
                          f"{self.gpu_memory[1] / 2**20:.0f} MB reserved by the process")
+        if self.outside is not None and self.outside[1]:
+            names = ",".join(map(str, self.outside[0]))
+            lines.append(f"note: {self.outside[1]} of the {self.hits} hits lie outside volumes {names}, the only ones "
+                         f"the model was trained on, so its tracks there are not measured; --volumes {names} "
+                         "reconstructs only those")
         return "\n".join(lines)
 
 
@@ -416,6 +424,9 @@ def reconstruct_files(inputs: Sequence[str | Path], *, module: Any, out_dir: str
     bar = tqdm(total=len(units), unit="file", desc="reconstruct",
                disable=None if progress is None else not progress)
     last_unit = None
+    # a model trained on some volumes (the shipped ones: the pixel detector) says so when the input holds others
+    trained = getattr(module, "trained_volumes", None) if volumes is None else None
+    outside = 0
     for event in iter_events(units, volumes=volumes, on_error=on_error, skipped=summary.skipped, timer=timer):
         if event.event_id in seen:
             err = InputError(f"{event.source}: event {event.event_id} was already read from "
@@ -425,6 +436,8 @@ def reconstruct_files(inputs: Sequence[str | Path], *, module: Any, out_dir: str
             summary.skipped.append((event.source, str(err)))
             continue
         seen[event.event_id] = event.source
+        if trained is not None:
+            outside += int((~np.isin(event.hits["volume_id"].to_numpy(), trained)).sum())
         with numerics:
             sub = reconstruct_event(module, event, clusterer, timer, forward=forward, hit_filter=hit_filter,
                                     clean=clean, filter_forward=filter_forward, selector=selector)
@@ -452,6 +465,8 @@ def reconstruct_files(inputs: Sequence[str | Path], *, module: Any, out_dir: str
         summary.gpu_memory = (torch.cuda.max_memory_allocated(where), torch.cuda.max_memory_reserved(where))
     if hit_filter is not None:
         summary.kept = hit_filter.hits_kept - kept_before
+    if trained is not None:
+        summary.outside = (list(trained), outside)
     if evaluate and per_event:
         from trackformers.metrics import summarize
 

@@ -372,3 +372,31 @@ def test_cuda_run_reports_its_memory_and_stage_peaks(tmp_path: Path, event_dir: 
     # the clusterer's stage is the last to allocate: its end is the event's peak, its start the model's
     assert timer.peak_after["clustering"] == torch.cuda.max_memory_allocated()
     assert 0 < timer.peak_before["clustering"] <= timer.peak_after["clustering"]
+
+
+def test_hits_outside_the_trained_volumes_get_a_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The shipped models were trained on the pixel volumes: on full-detector events (TrackML's files hold every
+    volume) the run says how many hits lie outside them and how to keep only those; with --volumes it is quiet."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # the banded torch path on the CPU
+    full = list(simulate(1, seed=5, pileup=0))  # every volume
+    write_events(full, tmp_path / "full", format="csv")
+    shipped = inference.CHECKPOINT_DIR / "best.ckpt"
+    outside = int((~full[0].hits["volume_id"].isin([7, 8, 9])).sum())
+    assert 0 < outside < len(full[0].hits)
+    args = ["reconstruct", str(tmp_path / "full"), "--checkpoint", str(shipped), "--no-progress", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert (f"note: {outside} of the {len(full[0].hits)} hits lie outside volumes 7,8,9, the only ones the model "
+            "was trained on, so its tracks there are not measured; --volumes 7,8,9 reconstructs only those") in out
+    assert main([*args, "--out", str(tmp_path / "b"), "--volumes", "pixel"]) == 0
+    assert "note:" not in capsys.readouterr().out
+
+
+def test_trained_volumes_come_from_the_checkpoint_metadata() -> None:
+    from trackformers.training.module import TrackingModule, _trained_volumes
+
+    assert TrackingModule.load_checkpoint(inference.CHECKPOINT_DIR / "tracker_mu200.ckpt").trained_volumes == [7, 8, 9]
+    assert _trained_volumes({"volumes": [7, 8, 9]}) == [7, 8, 9]
+    for info in (None, {}, {"volumes": []}, {"volumes": "7,8,9"}, {"volumes": [7, True]}, {"volumes": [7.0]}):
+        assert _trained_volumes(info) is None, info

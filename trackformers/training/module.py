@@ -105,6 +105,10 @@ class TrackingModule(pl.LightningModule):
         val_clusterer: clusterer spec ``{"name": ..., **params}`` for validation (None = the task's).
     """
 
+    #: detector volume ids the model was trained on, from the checkpoint's metadata (:meth:`load_checkpoint`);
+    #: None when unknown
+    trained_volumes: list[int] | None = None
+
     def __init__(
         self,
         encoder: dict[str, Any],
@@ -366,6 +370,7 @@ class TrackingModule(pl.LightningModule):
                 f"checkpoint {path}: weights do not match the model (missing {missing[:3]}, "
                 f"unexpected {unexpected[:3]})."
             )
+        module.trained_volumes = _trained_volumes(ckpt.get("trackformers"))
         return module.to(map_location if isinstance(map_location, str | torch.device) else "cpu").eval()
 
     def export_checkpoint(
@@ -391,3 +396,12 @@ class TrackingModule(pl.LightningModule):
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
         return path
+
+
+def _trained_volumes(info: Any) -> list[int] | None:
+    """The detector volume ids a checkpoint's ``trackformers`` metadata says the model was trained on (e.g.
+    ``[7, 8, 9]``, the pixel detector), or None when it does not say (or says it in another shape)."""
+    volumes = info.get("volumes") if isinstance(info, dict) else None
+    if isinstance(volumes, list) and volumes and all(isinstance(v, int) and not isinstance(v, bool) for v in volumes):
+        return volumes
+    return None
