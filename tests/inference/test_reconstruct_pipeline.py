@@ -64,6 +64,21 @@ def test_explicit_options_take_precedence(events: Path, tmp_path: Path, monkeypa
     assert submission(tmp_path / "a").equals(submission(tmp_path / "b"))
 
 
+def test_no_clean_switches_the_pipelines_cleaning_off(events: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """--no-clean under --pipeline equals the pipeline's options spelled out without --clean (and differs from it)."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    base = ["reconstruct", str(events), "--no-progress", "--device", "cpu"]
+    assert main([*base, "--out", str(tmp_path / "a"), "--pipeline", "mu20", "--no-clean"]) == 0
+    assert "no cleaning" in capsys.readouterr().out.splitlines()[0]
+    spelled = [a for a in EXPLICIT["mu20"] if a != "--clean"]
+    assert main([*base, "--out", str(tmp_path / "b"), *spelled]) == 0
+    assert main([*base, "--out", str(tmp_path / "c"), "--pipeline", "mu20"]) == 0
+    off, cleaned = submission(tmp_path / "a"), submission(tmp_path / "c")
+    assert off.equals(submission(tmp_path / "b")) and not off.equals(cleaned)
+
+
 def test_demo_runs_the_mu20_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     """Without --checkpoint the demo reconstructs with the shipped mu20 pipeline (cleaning and selection)."""

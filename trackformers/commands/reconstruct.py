@@ -133,11 +133,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="vertex hypotheses in mm along the beam for --filter: one filter pass per value on "
                              "the event moved by -Z, a hit kept if any pass keeps it (default: the filter's own); "
                              "write it with '=' when it starts with a minus: --filter-vertex-z=-80,0,80")
-    parser.add_argument("--clean", action="store_true",
+    parser.add_argument("--clean", action=argparse.BooleanOptionalAction, default=None,
                         help="clean the tracks after clustering with helix fits from the origin: split tracks "
                              "that hold several helices, remove hits far off the fitted helix (singletons), "
                              "dissolve tracks left with < 3 hits, merge fragments of one helix, dissolve tracks "
-                             "whose hits sit at one radius")
+                             "whose hits sit at one radius; --no-clean: off, also under --pipeline")
     parser.add_argument("--clean-param", action="append", metavar="KEY=VALUE",
                         help="--clean setting, repeatable: max_transverse_mm (1), max_z_mm (2) (residual cuts, "
                              "mm), split (3 rounds), iterations (2), min_hits (3), reject (false; true: dissolve a "
@@ -154,8 +154,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a shipped, measured pipeline: mu20 = best.ckpt --clean --selector selector_mu20.pt "
                              "(pile-up up to ~50); mu200 = --filter filter.ckpt --checkpoint tracker_mu200.ckpt "
                              "--clean --selector selector_mu200.pt (from data/checkpoints/); options given "
-                             "explicitly take precedence (cleaning and the filter cannot be switched off under a "
-                             "pipeline: spell its options out instead)")
+                             "explicitly take precedence (--no-clean switches its cleaning off; the filter cannot "
+                             "be: spell its options out instead)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -221,7 +221,7 @@ def apply_pipeline(args: argparse.Namespace) -> None:
     preset = PIPELINES[name]
     preset_model = args.checkpoint is None
     for key, value in preset.items():
-        if getattr(args, key) in (None, False):
+        if getattr(args, key) is None:  # unset (--no-clean is False: an explicit choice, kept)
             setattr(args, key, str(CHECKPOINT_DIR / value) if isinstance(value, str) else value)
     if not preset_model and args.selector == str(CHECKPOINT_DIR / preset["selector"]):
         # a selector is trained behind one model's tracks: say so rather than pair it silently with another
