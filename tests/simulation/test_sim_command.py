@@ -55,8 +55,12 @@ def test_parquet_and_engine_options(tmp_path):
     (["--events", "2", "--volumes", "pixels"], "--volumes"),
     (["--events", "2", "--workers", "0"], "--workers"),
     (["--events", "2", "--gun-pt", "5"], "--gun-pt"),
-    (["--events", "2", "--eta-max", "5"], "eta_max"),
-    (["--events", "2", "--beam-sigma-z", "-5"], "beam_sigma_z"),
+    # the engine's checks name the option the user typed, not the engine's setting
+    (["--events", "2", "--eta-max", "5"], "--eta-max 5.0: expected 0 < |eta| range <= 4."),
+    (["--events", "2", "--beam-sigma-z", "-5"], "--beam-sigma-z -5.0 mm: expected a beam-spot length in [0, 1000] mm."),
+    (["--events", "2", "--gun", "2", "--gun-pt", "5,1"], "--gun-pt 5,1: expected 0 < low <= high GeV."),
+    (["--events", "2", "--noise", "-1"], "--noise -1.0: expected a fraction >= 0."),
+    (["--events", "2", "--efficiency", "2"], "--efficiency 2.0: expected a probability in [0, 1]."),
     # a negative id would name its files event-00000001-*, which no reader accepts
     (["--events", "2", "--first-event-id", "-1"], "--first-event-id -1: expected an event id >= 0"),
     # --gun 0 is not "no gun": that is leaving --gun out

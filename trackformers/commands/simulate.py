@@ -129,7 +129,8 @@ def simulate_to_disk(*, n_events: int, out: str | os.PathLike[str], fmt: str = "
     simulate(n_events, seed=seed, pileup=pileup, volumes=volumes, engine=engine)
     from trackformers.simulation.builtin import Config
 
-    Config.from_options(options)  # both engines take the built-in engine's options
+    # both engines take the built-in engine's options; the messages name the command-line options
+    Config.from_options(options, names={k: "--" + k.replace("_", "-") for k in options})
     if engine == "acts":
         from trackformers.simulation import acts
 

@@ -56,30 +56,40 @@ class Config:
     beam_sigma_z: float = generator.BEAM_SIGMA_Z
 
     @classmethod
-    def from_options(cls, options: dict[str, object]) -> Config:
+    def from_options(cls, options: dict[str, object], names: dict[str, str] | None = None) -> Config:
+        """The checked configuration of ``options``; InputError (one sentence) for an unknown or bad one.
+
+        ``names`` maps an option to what the caller calls it (e.g. ``{"eta_max": "--eta-max"}`` from the
+        command line), so that the message names what the user typed."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
             raise InputError(f"unknown simulation option '{unknown[0]}'; expected one of "
                              f"{', '.join(sorted(known))}.")
         cfg = cls(**options)  # type: ignore[arg-type]
+
+        def bad(key: str, shown: object, expected: str) -> InputError:
+            if names and key in names:
+                return InputError(f"{names[key]} {shown}: expected {expected}.")
+            return InputError(f"{key} = {shown}; expected {expected}.")
+
         if not 0 <= cfg.efficiency <= 1:
-            raise InputError(f"efficiency = {cfg.efficiency}; expected a probability in [0, 1].")
+            raise bad("efficiency", cfg.efficiency, "a probability in [0, 1]")
         if not cfg.noise >= 0:
-            raise InputError(f"noise = {cfg.noise}; expected a fraction >= 0.")
+            raise bad("noise", cfg.noise, "a fraction >= 0")
         if not cfg.bfield > 0:
-            raise InputError(f"bfield = {cfg.bfield} T; expected a positive field.")
+            raise bad("bfield", f"{cfg.bfield} T", "a positive field")
         if not 0 <= cfg.beam_sigma_z <= 1000:
-            raise InputError(f"beam_sigma_z = {cfg.beam_sigma_z} mm; expected a beam-spot length in [0, 1000] mm.")
+            raise bad("beam_sigma_z", f"{cfg.beam_sigma_z} mm", "a beam-spot length in [0, 1000] mm")
         if not 0 < cfg.pt_min < 100:
-            raise InputError(f"pt_min = {cfg.pt_min} GeV; expected 0 < pt_min < 100.")
+            raise bad("pt_min", f"{cfg.pt_min} GeV", "0 < pt_min < 100")
         if not 0 < cfg.eta_max <= 4:
-            raise InputError(f"eta_max = {cfg.eta_max}; expected 0 < eta_max <= 4.")
+            raise bad("eta_max", cfg.eta_max, "0 < |eta| range <= 4")
         if not 0 <= cfg.gun <= generator.MAX_PRIMARIES:
-            raise InputError(f"gun = {cfg.gun} particles; expected 0 <= gun <= {generator.MAX_PRIMARIES}.")
+            raise bad("gun", f"{cfg.gun} particles", f"0 <= gun <= {generator.MAX_PRIMARIES}")
         lo, hi = cfg.gun_pt
         if not 0 < lo <= hi:
-            raise InputError(f"gun_pt = {cfg.gun_pt}; expected 0 < low <= high GeV.")
+            raise bad("gun_pt", f"{lo:g},{hi:g}", "0 < low <= high GeV")
         return cfg
 
 
