@@ -121,3 +121,7 @@ def test_training_doc_names_the_checkpoint_fit_writes(tmp_path: Path, one_thread
     assert written.as_posix() == "lightning_logs/version_0/checkpoints/epoch=0-step=2.ckpt"
     full_run = written.name.replace("step=2", f"step={trainer['max_steps']}")  # the config's own max_steps
     assert documented == Path(trainer["default_root_dir"]) / written.parent / full_run
+    # the checkpoint also records the data's volumes (the config's 7, 8, 9), read back as trained_volumes
+    from trackformers.training.module import TrackingModule
+
+    assert TrackingModule.load_checkpoint(tmp_path / written).trained_volumes == [7, 8, 9]

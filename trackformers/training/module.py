@@ -296,6 +296,10 @@ class TrackingModule(pl.LightningModule):
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+        # the detector volumes of the training data, so that reconstruct can say when its input holds others
+        volumes = getattr(getattr(self._trainer, "datamodule", None), "volumes", None)
+        if volumes:
+            checkpoint.setdefault("trackformers", {})["volumes"] = [int(v) for v in volumes]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         states = checkpoint.get("rng_states") or {}
