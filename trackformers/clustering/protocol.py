@@ -78,20 +78,24 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _factory(name: str) -> Any:
+    """The registered factory of clusterer ``name``; InputError for an unknown name."""
+    if name not in _REGISTRY:
+        raise InputError(f"unknown clusterer '{name}'; expected one of {', '.join(names())}.")
+    return _REGISTRY[name]
+
+
 def parameters(name: str) -> list[str]:
     """The hyper-parameters (keyword arguments) of the registered clusterer ``name``."""
     import inspect
 
-    if name not in _REGISTRY:
-        raise InputError(f"unknown clusterer '{name}'; expected one of {', '.join(names())}.")
-    return list(inspect.signature(_REGISTRY[name]).parameters)
+    return list(inspect.signature(_factory(name)).parameters)
 
 
 def make_clusterer(name: str, **params: Any) -> Clusterer:
     """Build a registered clusterer by name (``dbscan``, ``hdbscan``, ``condensation``, ``gpu``)."""
-    if name not in _REGISTRY:
-        raise InputError(f"unknown clusterer '{name}'; expected one of {', '.join(names())}.")
+    factory = _factory(name)
     try:
-        return _REGISTRY[name](**params)
+        return factory(**params)
     except TypeError as err:
         raise InputError(f"clusterer '{name}': bad parameters {params}: {err}.") from None

@@ -72,7 +72,7 @@ class _Table:
             meta = self.file.metadata
             self.columns = list(self.file.schema_arrow.names)
         except Exception as err:  # noqa: BLE001 - pyarrow raises several types for broken files
-            raise InputError(f"{path}: cannot read as Parquet ({_first(err)}); expected an intact "
+            raise InputError(f"{path}: cannot read as Parquet ({error_reason(err)}); expected an intact "
                              ".parquet file.") from None
         if "event_id" not in self.columns:
             raise InputError(f"{path}: missing column event_id; found {', '.join(self.columns)}.")
@@ -97,7 +97,7 @@ class _Table:
         try:
             return self.file.read_row_groups(groups, columns=list(columns)).to_pandas()
         except Exception as err:  # noqa: BLE001
-            raise InputError(f"{self.path}: cannot read row group(s) {groups} ({_first(err)}); the file may "
+            raise InputError(f"{self.path}: cannot read row group(s) {groups} ({error_reason(err)}); the file may "
                              "be corrupt.") from None
 
     def event_ids(self) -> list[int]:
@@ -118,9 +118,11 @@ class _Table:
         return self._read(self.groups[eid], cols)
 
 
-def _first(err: BaseException) -> str:
+def error_reason(err: BaseException) -> str:
+    """``Type: first sentence`` of a pyarrow error (its messages run on over several sentences and lines)."""
     lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    first = (lines[0] if lines else "").split(". ")[0].rstrip(".")
+    return f"{type(err).__name__}: {first}".rstrip(": ")
 
 
 def read(path: Path, *, volumes: Sequence[int] | None = None, events: Iterable[int] | None = None,
@@ -226,7 +228,7 @@ def write(events: Iterable[Event], out: Path) -> list[Path]:
                     table = pa.Table.from_pandas(df, schema=w.schema, preserve_index=False)
                 except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, ValueError) as err:
                     raise InputError(f"{event.source} (event {event.event_id}, {name}): columns differ from "
-                                     f"the first event's ({_first(err)}).") from None
+                                     f"the first event's ({error_reason(err)}).") from None
                 w.write_table(table, row_group_size=max(len(table), 1))
             order.append(event.event_id)
         if "hits" not in writers:  # no events: an empty but valid dataset

@@ -87,10 +87,10 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     try:
         return pq.read_table(path).to_pandas()
     except Exception as err:  # noqa: BLE001 - pyarrow raises several types for broken files
-        first = (str(err).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")  # its first sentence
-        reason = f"{type(err).__name__}: {first}" if first else type(err).__name__
-        raise InputError(f"{path}: cannot be read as Parquet ({reason}); expected a Parquet file with columns "
-                         f"{', '.join(SUBMISSION_COLUMNS)}.") from None
+        from trackformers.io.parquet import error_reason
+
+        raise InputError(f"{path}: cannot be read as Parquet ({error_reason(err)}); expected a Parquet file with "
+                         f"columns {', '.join(SUBMISSION_COLUMNS)}.") from None
 
 
 def write_submission(submission: pd.DataFrame, path: str | Path, *, event_id: int) -> Path:
